@@ -1,0 +1,158 @@
+"""k-medoids kernel at the paper's setting against a straightforward implementation.
+
+64 segments x 147 tokens (3 frames x 49 patches) x 768 dims, K = 49, up to 100 iterations, on
+random tokens and on redundant ones (3 near-identical frames + noise). The baseline materialises
+the [B, K, N, N] membership tensor as the reference code did. Each run happens in a fresh
+subprocess so its peak memory is its own: on GPU torch's peak allocation; on CPU the peak resident
+set above the resident set before the call, with glibc made to return every freed block of 64 KiB
+or more to the OS (so RSS follows live tensors) and the kernel's high-water mark reset first. The last line prints the ratios.
+
+    python benchmarks/bench_clustering.py [--device cuda] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from centerclip import clustering
+
+SEGMENTS, FRAMES, PATCHES, DIM, K = 64, 3, 49, 768, 49
+
+
+def tokens(kind: str, device: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if kind == "random":
+        x = torch.randn(SEGMENTS, FRAMES * PATCHES, DIM, generator=generator)
+    else:
+        frame = torch.randn(SEGMENTS, 1, PATCHES, DIM, generator=generator)
+        x = (frame + 0.05 * torch.randn(SEGMENTS, FRAMES, PATCHES, DIM, generator=generator)).flatten(1, 2)
+    return x.to(device)
+
+
+@torch.no_grad()
+def straightforward_kmedoids(x: torch.Tensor, k: int, max_iter: int = 100) -> torch.Tensor:
+    """k-medoids as the reference code wrote it: a [B, K, N, N] membership tensor per iteration.
+    Distances and KKZ seeding are shared with ours, so any difference in medoids comes from the
+    iteration alone."""
+    dist = clustering.pairwise_distances(x)
+    batch, n = dist.shape[:2]
+    rows = torch.arange(batch, device=x.device)
+    medoids = [x.norm(dim=-1).argmax(-1)]
+    nearest = dist[rows, medoids[0]].clone()
+    for _ in range(1, k):
+        nearest[rows, medoids[-1]] = -1.0
+        medoids.append(nearest.argmax(-1))
+        nearest = torch.minimum(nearest, dist[rows, medoids[-1]])
+    medoids = torch.stack(medoids, 1)
+    for _ in range(max_iter):
+        assign = dist.gather(2, medoids[:, None, :].expand(-1, n, -1)).argmin(-1)
+        assign.scatter_(1, medoids, torch.arange(k, device=x.device).expand_as(medoids))
+        member = assign[:, None, :] == torch.arange(k, device=x.device)[None, :, None]  # [B, K, N]
+        pairs = member[:, :, :, None] & member[:, :, None, :]  # [B, K, N, N]
+        cost = (dist[:, None] * pairs).sum(-1)  # [B, K, N]
+        cost = cost.masked_fill(~member, float("inf"))
+        best_cost, best = cost.min(-1)
+        current = cost.gather(2, medoids[:, :, None]).squeeze(-1)
+        moved = torch.where(best_cost < current - 1e-6 * current.abs(), best, medoids)
+        if torch.equal(moved, medoids):
+            break
+        medoids = moved
+    return medoids.sort(-1).values
+
+
+IMPLEMENTATIONS = {
+    "centerclip": lambda x: clustering.kmedoids(x, K, max_iter=100)[1],
+    "straightforward": lambda x: straightforward_kmedoids(x, K, max_iter=100),
+}
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def reset_peak_resident() -> int:
+    """Release freed heap to the OS, reset the kernel's peak-RSS mark (Linux >= 4.0); return RSS bytes."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return status_kib("VmRSS") * 1024
+
+
+def measure(implementation: str, kind: str, device: str, repeats: int) -> dict:
+    """Run in this process: time (median of repeats after a warm-up) and peak memory."""
+    x = tokens(kind, device)
+    run = IMPLEMENTATIONS[implementation]
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    resident_before = reset_peak_resident()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        allocated_before = torch.cuda.memory_allocated()
+    centres = run(x)
+    sync()
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() - allocated_before
+    else:
+        peak = status_kib("VmHWM") * 1024 - resident_before
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x)
+        sync()
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "peak_bytes": peak, "centres": centres.cpu().tolist()}
+
+
+def in_subprocess(implementation: str, kind: str, device: str, repeats: int) -> dict:
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", implementation, kind, "--device", device, "--repeats", str(repeats)],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (median reported)")
+    parser.add_argument("--child", nargs=2, metavar=("IMPLEMENTATION", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(*args.child, args.device, args.repeats)))
+        return
+
+    print(f"k-medoids, {SEGMENTS} segments x {FRAMES * PATCHES} tokens x {DIM} dims, K={K}, device={args.device}, "
+          f"torch threads={torch.get_num_threads()}")
+    speedups, memory_ratios = [], []
+    for kind in ("random", "redundant"):
+        ours = in_subprocess("centerclip", kind, args.device, args.repeats)
+        baseline = in_subprocess("straightforward", kind, args.device, args.repeats)
+        same = sum(a == b for a, b in zip(ours["centres"], baseline["centres"]))
+        speedup = baseline["seconds"] / ours["seconds"]
+        memory = baseline["peak_bytes"] / max(ours["peak_bytes"], 1)
+        speedups.append(speedup)
+        memory_ratios.append(memory)
+        print(f"{kind:9s}  centerclip {ours['seconds'] * 1e3:8.1f} ms {ours['peak_bytes'] / 2**20:8.1f} MiB   "
+              f"straightforward {baseline['seconds'] * 1e3:8.1f} ms {baseline['peak_bytes'] / 2**20:8.1f} MiB   "
+              f"speed-up {speedup:5.1f}x  memory {memory:5.1f}x less  identical medoids {same}/{SEGMENTS} segments")
+    print(f"ratios: speed-up {min(speedups):.1f}x, peak memory {min(memory_ratios):.1f}x less (worst of random/redundant)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""`python -m centerclip`: encode one video with several token-clustering schedules and show what
+each costs (GFLOPs, milliseconds) and how close its embedding stays to no reduction."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from . import EncoderConfig, Schedule, VideoEncoder
+from .encoder import DEFAULT_MODEL
+from .flops import VisionShape, video_cost
+
+DEMO_SCHEDULES = ("none", "kmedoids@3:4x49", "spectral@3:4x49", "pooling@3:4x49", "sparse@3:4x49", "kmedoids@2:6x60,4:2x49")
+
+
+@torch.inference_mode()
+def demo(model: str = DEFAULT_MODEL, schedules: tuple[str, ...] = DEMO_SCHEDULES, frames: int = 12) -> list[dict]:
+    torch.manual_seed(0)
+    encoder = VideoEncoder.create(EncoderConfig(model=model, frames=frames)).eval()
+    height, width = encoder.image_size
+    # A video whose frames drift slowly, like real footage: consecutive frames are redundant.
+    video = torch.randn(1, 1, 3, height, width) + 0.2 * torch.randn(1, frames, 3, height, width).cumsum(1) / frames
+    reference = encoder.encode_video(video)
+    shape = VisionShape.of_model(encoder.clip)
+    rows = []
+    for text in schedules:
+        schedule = Schedule.parse(text)
+        encoder.set_schedule(schedule)
+        encoder.encode_video(video)  # warm-up
+        start = time.perf_counter()
+        embedding = encoder.encode_video(video)
+        elapsed = time.perf_counter() - start
+        cost = video_cost(shape, schedule, frames)
+        rows.append({"schedule": str(schedule), "gflops": cost.gflops, "ms": elapsed * 1e3,
+                     "cosine_to_none": float(embedding @ reference.T)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m centerclip", description=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip model name (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=12, help="frames per video (default: %(default)s)")
+    parser.add_argument("--schedule", action="append", help="a schedule string such as kmedoids@3:4x49 (repeatable)")
+    args = parser.parse_args()
+    rows = demo(args.model, tuple(args.schedule or DEMO_SCHEDULES), args.frames)
+    print(f"{'schedule':28s} {'GFLOPs':>8s} {'ms':>8s} {'cos(none)':>10s}")
+    for row in rows:
+        print(f"{row['schedule']:28s} {row['gflops']:8.2f} {row['ms']:8.1f} {row['cosine_to_none']:10.4f}")
+
+
+if __name__ == "__main__":
+    main()
