@@ -1,0 +1,107 @@
+"""Where videos come from: local paths, URIs and pyarrow filesystems, checked before any decoder
+sees them, and the error every decoding failure becomes. Part of ``centerclip.video``."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import tempfile
+from contextlib import contextmanager
+from pathlib import PurePosixPath
+from typing import Iterator
+
+import pyarrow.fs
+
+
+class VideoDecodeError(Exception):
+    """A video that cannot be used; ``reason`` is short and specific (e.g. "empty file")."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+    def __reduce__(self):
+        # Exceptions pickle their message only; the worker process must send path and reason.
+        return type(self), (self.path, self.reason)
+
+
+def brief(error: BaseException) -> str:
+    """The informative part of a library error: decord prefixes a time and a source location."""
+    text = (getattr(error, "strerror", None) or str(error)).strip()
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", first_line)[:160]
+
+
+@contextmanager
+def local_file(path: str | os.PathLike, filesystem: pyarrow.fs.FileSystem | None, max_bytes: int) -> Iterator[str]:
+    """Yield a local path of a regular, non-empty file of at most ``max_bytes``.
+
+    ``path`` is local, a URI (``s3://``, ``gs://``, ``file://``...) or a path inside
+    ``filesystem``. Files that are not on the local disk are copied to a temporary file, deleted on
+    exit: decord and FFmpeg need a seekable local file, and a bounded copy is simpler and safer
+    than teaching them pyarrow streams. A VideoDecodeError raised inside the block is re-raised
+    under ``path``, so errors name what the caller asked for, not a temporary copy.
+    """
+    name = os.fspath(path)
+    try:
+        with _local_copy(name, filesystem, max_bytes) as local:
+            yield local
+    except VideoDecodeError as error:
+        raise VideoDecodeError(name, error.reason) from None
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+@contextmanager
+def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: int) -> Iterator[str]:
+    try:
+        if filesystem is None and _URI.match(path):
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(path)
+        info = None if filesystem is None else filesystem.get_file_info(path)
+    except (OSError, ValueError) as error:  # unknown scheme, no credentials, unreachable store
+        raise VideoDecodeError(path, f"cannot open: {brief(error)}") from None
+    if filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        # An absolute path also keeps FFmpeg from reading "name:rest" as a protocol.
+        local = os.path.abspath(path)
+        _check_local(local, max_bytes)
+        yield local
+        return
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise VideoDecodeError(path, "no such file")
+    if info.type != pyarrow.fs.FileType.File:
+        raise VideoDecodeError(path, "not a regular file")
+    _check_size(path, info.size, max_bytes)
+    with tempfile.NamedTemporaryFile(suffix=PurePosixPath(path).suffix) as copy:
+        with filesystem.open_input_stream(path) as source:
+            copied = 0
+            while chunk := source.read(1 << 22):
+                copied += len(chunk)
+                _check_size(path, copied, max_bytes)  # the listing may be stale
+                copy.write(chunk)
+        copy.flush()
+        yield copy.name
+
+
+def _check_local(path: str, max_bytes: int) -> None:
+    try:
+        status = os.stat(path)  # follows symlinks: we judge what the decoder would open
+    except FileNotFoundError:
+        raise VideoDecodeError(path, "no such file") from None
+    except OSError as error:
+        reason = "symlink loop" if error.errno == errno.ELOOP else f"cannot stat: {error.strerror}"
+        raise VideoDecodeError(path, reason) from None
+    # Anything else (a named pipe, a device, a directory) hangs or confuses both decoders.
+    if not stat.S_ISREG(status.st_mode):
+        raise VideoDecodeError(path, "not a regular file")
+    _check_size(path, status.st_size, max_bytes)
+
+
+def _check_size(path: str, size: int, max_bytes: int) -> None:
+    if size == 0:
+        raise VideoDecodeError(path, "empty file")
+    if size > max_bytes:
+        raise VideoDecodeError(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
