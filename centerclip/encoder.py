@@ -3,7 +3,8 @@ clustering, and whose text tower encodes queries."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import open_clip
@@ -12,21 +13,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import patch
+from .checkpoint import BUILTIN, WEIGHTS, checkpoint_meta, create_clip
 from .schedule import Schedule
+from .video import model_preprocessing, preprocess
 
 DEFAULT_MODEL = "centerclip-tiny"
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    model: str = DEFAULT_MODEL
+    """Which model to build. Fields left None come from a centerclip checkpoint's metadata when
+    ``pretrained`` is one, else from the defaults: the built-in model, no reduction, 12 frames."""
+
+    model: str | None = None
     pretrained: str | None = None
-    schedule: Schedule = field(default_factory=Schedule)
-    frames: int = 12
+    schedule: Schedule | None = None
+    frames: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EncoderConfig:
-        schedule = values.get("schedule", Schedule())
+        schedule = values.get("schedule")
         if isinstance(schedule, str):
             schedule = Schedule.parse(schedule)
         elif isinstance(schedule, dict):
@@ -40,20 +46,35 @@ def mean_pool(per_segment: torch.Tensor) -> torch.Tensor:
 
 
 class VideoEncoder(nn.Module):
-    def __init__(self, clip: nn.Module, tokenizer, *, schedule: Schedule = Schedule(), frames: int = 12):
+    def __init__(self, clip: nn.Module, tokenizer, *, schedule: Schedule = Schedule(), frames: int = 12,
+                 model_name: str = DEFAULT_MODEL):
         super().__init__()
         self.clip = clip
         self.tokenizer = tokenizer
         self.frames = frames
+        self.model_name = model_name
         self.schedule = Schedule()
         self.set_schedule(schedule)
 
     @classmethod
     def create(cls, config: EncoderConfig = EncoderConfig()) -> VideoEncoder:
-        """Build from an open_clip model name (ours or open_clip's) and optional weights."""
-        clip = open_clip.create_model(config.model, pretrained=config.pretrained)
-        tokenizer = open_clip.get_tokenizer(config.model)
-        return cls(clip, tokenizer, schedule=config.schedule, frames=config.frames)
+        """Build from an open_clip model name (ours or open_clip's) and optional weights: an
+        open_clip pretrained tag, a weights file, or a centerclip checkpoint (whose metadata
+        supplies the model, schedule and frames). With neither, the built-in default model."""
+        pretrained = config.pretrained
+        if config.model is None and pretrained is None:
+            if (BUILTIN / WEIGHTS).is_file():
+                pretrained = str(BUILTIN)
+            else:
+                logging.warning("the built-in model's weights are not installed (%s): using random weights", BUILTIN)
+        meta = (checkpoint_meta(pretrained) if pretrained else None) or {}
+        model = config.model or meta.get("model") or DEFAULT_MODEL
+        if meta and meta["model"] != model:
+            raise ValueError(f"checkpoint {pretrained} holds a {meta['model']} model, not {model}")
+        schedule = config.schedule or Schedule.parse(meta.get("schedule", "none"))
+        frames = config.frames or meta.get("frames", 12)
+        clip = create_clip(model, pretrained)
+        return cls(clip, open_clip.get_tokenizer(model), schedule=schedule, frames=frames, model_name=model)
 
     @property
     def visual(self) -> nn.Module:
@@ -77,6 +98,11 @@ class VideoEncoder(nn.Module):
     def _validate(self, schedule: Schedule, frames: int) -> None:
         schedule.validate(layers=len(self.visual.transformer.resblocks), frames=frames,
                           tokens_per_frame=patch.tokens_per_frame(self.visual))
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [..., H, W, 3] -> the model's normalised input [..., 3, S, S], as open_clip's
+        own transform would make it (resize the shortest side, centre crop, mean/std)."""
+        return preprocess(frames, **model_preprocessing(self.clip))
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """[B, T, 3, H, W] preprocessed frames -> [B, D] L2-normalised video embeddings."""
@@ -102,6 +128,11 @@ class VideoEncoder(nn.Module):
         device = self.clip.logit_scale.device
         tokens = self.tokenizer(list(texts)).to(device)
         return self.clip.encode_text(tokens, normalize=True)
+
+    def forward(self, frames: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(video embeddings, text embeddings, logit scale): one training forward, so that
+        DistributedDataParallel, wrapping the encoder, sees every parameter used inside it."""
+        return self.encode_video(frames), self.encode_text(texts), self.clip.logit_scale.exp()
 
     def similarity(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         """[Bt, D] x [Bv, D] normalised embeddings -> [Bt, Bv] logits (cosine times logit scale)."""
