@@ -39,23 +39,28 @@ def dual_softmax(similarity: torch.Tensor, temperature: float = 100.0) -> torch.
 
 
 def retrieval_metrics(
-    text: torch.Tensor, video: torch.Tensor, caption_video: torch.Tensor, *, dsl: bool = False
+    text: torch.Tensor, video: torch.Tensor, caption_video: torch.Tensor, *, dsl: bool = False,
+    queries: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """Both directions from L2-normalised embeddings: ``text`` [C, D] captions, ``video`` [V, D],
     ``caption_video`` [C] the index of each caption's video. Every caption is a text->video query;
     for video->text, a video's best-ranked caption counts. With ``dsl``, the dual-softmax numbers
-    are added beside the raw ones."""
+    are added beside the raw ones. ``queries`` (bool [V]) restricts the queries to those videos and
+    their captions (e.g. the temporal subset); the galleries stay whole."""
     caption_video = torch.as_tensor(caption_video, device=text.device)
     similarity = text.float() @ video.float().T  # [C, V]
     positives = caption_video[:, None] == torch.arange(len(video), device=text.device)[None, :]
     missing = (~positives.any(0)).nonzero().flatten().tolist()
     if missing:
         raise ValueError(f"videos without any caption: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    results = {
-        "text_to_video": summarise(ranks(similarity, positives)),
-        "video_to_text": summarise(ranks(similarity.T, positives.T)),
-    }
+    videos = torch.ones(len(video), dtype=torch.bool) if queries is None else torch.as_tensor(queries, dtype=torch.bool)
+    videos = videos.to(text.device)
+    captions = videos[caption_video]
+    scored = {"": (similarity, similarity.T)}
     if dsl:
-        results["text_to_video_dsl"] = summarise(ranks(dual_softmax(similarity), positives))
-        results["video_to_text_dsl"] = summarise(ranks(dual_softmax(similarity.T), positives.T))
+        scored["_dsl"] = (dual_softmax(similarity), dual_softmax(similarity.T))
+    results = {}
+    for suffix, (text_to_video, video_to_text) in scored.items():
+        results["text_to_video" + suffix] = summarise(ranks(text_to_video, positives)[captions])
+        results["video_to_text" + suffix] = summarise(ranks(video_to_text, positives.T)[videos])
     return results

@@ -18,3 +18,27 @@ def frames():
     generator = torch.Generator().manual_seed(1)
     base = torch.randn(2, 1, 3, 32, 32, generator=generator)
     return base + 0.3 * torch.randn(2, 6, 3, 32, 32, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (a start costs ~10 s). pipelines/ travels to the
+    workers as a py_module, the way a job's code would."""
+    import pathlib
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"py_modules": [str(pathlib.Path(__file__).parents[1] / "pipelines")]})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic_small(tmp_path_factory):
+    """A 20-video synthetic benchmark at 32 px (the test model's size), generated once."""
+    from centerclip.datasets.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, 20, seed=0, size=32)
+    return root

@@ -1,0 +1,153 @@
+"""Fine-tune the video encoder on a benchmark with Ray Train (DDP; CPU or GPU workers).
+
+    python pipelines/train.py --dataset synthetic --steps 2000 --name tiny
+    ray job submit --working-dir . -- python pipelines/train.py --dataset msrvtt --root /data/msrvtt \\
+        --model ViT-B-32 --pretrained openai --schedule kmedoids@6:4x49 --workers 8 --gpu
+
+The split is decoded once into a frame cache on the driver's disk (share it on multi-node
+clusters through --cache on shared storage). Checkpoints (safetensors + metadata) go to
+STORAGE/NAME through Ray Train; running the same command again resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import open_clip
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, get_device, prepare_model
+
+from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets
+from centerclip.datasets.synthetic import ensure_synthetic
+from centerclip.frames import FrameSet, cached_split
+from centerclip.train import Shard, TrainConfig, train
+from centerclip.video import SamplingConfig
+
+log = logging.getLogger("centerclip.train")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    dataset: str = "synthetic"
+    root: str | None = None  # the benchmark's annotation folder; synthetic: generated there if missing
+    split: str = "train"
+    synthetic_videos: int = 2000
+    model: str | None = None  # default: the built-in model's architecture, from scratch
+    pretrained: str | None = None
+    schedule: str = "none"
+    frames: int = 12
+    workers: int = 1
+    gpu: bool = False
+    storage: str = "runs"
+    name: str = "centerclip"
+    cache: str = ".cache/centerclip"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def model_name(self) -> str:
+        return self.model or "centerclip-tiny"
+
+
+def prepare_frames(job: TrainJob) -> Path:
+    """Decode the training split once (cached) and return the frame cache's folder."""
+    root = job.root
+    if job.dataset == "synthetic" and root is None:
+        root = str(ensure_synthetic(Path(job.cache) / "synthetic", job.synthetic_videos))
+    if root is None:
+        raise ValueError(f"--root is required for {job.dataset}: the folder holding its annotation files")
+    table = datasets.load(job.dataset, root, job.split)
+    present = table.filter(table["exists"])
+    if len(present) < len(table):
+        log.warning("%d of %d %s videos are missing and are not trained on", len(table) - len(present), len(table), job.dataset)
+    table = present
+    size = open_clip.get_model_config(job.model_name)["vision_cfg"]["image_size"]
+    frames = cached_split(table, SamplingConfig(frames=job.frames, size=size), Path(job.cache) / "frames")
+    return Path(frames.frames.filename).parent
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's per-worker loop: build the encoder, wrap it in DDP, train on this worker's
+    share of every global batch, report metrics and checkpoints."""
+    job = TrainJob(**{**config["job"], "train": TrainConfig(**config["job"]["train"])})
+    context = ray.train.get_context()
+    torch.manual_seed(job.train.seed)
+    encoder = VideoEncoder.create(EncoderConfig(model=job.model_name, pretrained=job.pretrained,
+                                                schedule=Schedule.parse(job.schedule), frames=job.frames))
+    encoder.to(get_device())
+    model = prepare_model(encoder)
+    data = FrameSet.load(config["frames_folder"])
+    resume_from = None
+    if checkpoint := ray.train.get_checkpoint():
+        resume_from = Path(checkpoint.to_directory())
+
+    def report(metrics: dict, folder: Path | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+    with tempfile.TemporaryDirectory() as output:
+        train(encoder, data, job.train, output=output, resume_from=resume_from, pretrained=job.pretrained is not None,
+              shard=Shard(context.get_world_rank(), context.get_world_size()), model=model, report=report)
+
+
+def run(job: TrainJob) -> ray.train.Result:
+    frames_folder = prepare_frames(job)
+    config = {"job": dataclasses.asdict(job), "frames_folder": str(frames_folder)}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpu),
+        run_config=RunConfig(
+            name=job.name,
+            storage_path=str(Path(job.storage).resolve()) if "://" not in job.storage else job.storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+    )
+    return trainer.fit()
+
+
+def parse_args(argv: list[str] | None = None) -> TrainJob:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="synthetic", choices=sorted(datasets.LOADERS), help="benchmark (default: synthetic)")
+    parser.add_argument("--root", help="benchmark annotation folder (synthetic: generated under --cache if omitted)")
+    parser.add_argument("--split", default="train", help="split to train on (default: train)")
+    parser.add_argument("--synthetic-videos", type=int, default=2000, help="videos in the generated synthetic set")
+    parser.add_argument("--model", help="open_clip model name (default: centerclip-tiny)")
+    parser.add_argument("--pretrained", help="open_clip tag, weights file, or centerclip checkpoint to start from")
+    parser.add_argument("--schedule", default="none", help="token-clustering schedule, e.g. kmedoids@6:4x49")
+    parser.add_argument("--frames", type=int, default=12, help="frames sampled per video (default: 12)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default: 1)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--storage", default="runs", help="checkpoint storage: a folder or s3://bucket/prefix")
+    parser.add_argument("--name", default="centerclip", help="run name; the same name resumes the run")
+    parser.add_argument("--cache", default=".cache/centerclip", help="folder for generated data and decoded frames")
+    defaults = TrainConfig()
+    for item in dataclasses.fields(TrainConfig):
+        value = getattr(defaults, item.name)
+        kind = {bool: lambda text: text.lower() in ("1", "true", "yes")}.get(type(value), type(value))
+        parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=value,
+                            help=f"training: {item.name} (default: {value})")
+    args = vars(parser.parse_args(argv))
+    train_config = TrainConfig(**{item.name: args.pop(item.name) for item in dataclasses.fields(TrainConfig)})
+    return TrainJob(**args, train=train_config)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    job = parse_args(argv)
+    result = run(job)
+    summary = {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None}
+    print(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from centerclip import EncoderConfig, Schedule, VideoEncoder
+from centerclip.evaluation import embed_videos
+from centerclip.frames import FrameSet
+from centerclip.train import TrainConfig, train
+from pipelines import evaluate as evaluate_pipeline
+from pipelines import train as train_pipeline
+
+
+def test_ray_train_on_two_workers_sees_all_negatives(ray_session, synthetic_small, tmp_path):
+    """Two DDP workers with half the batch each give the loss of one process seeing the whole
+    batch: the contrastive loss all-gathers embeddings (with their gradients) across workers."""
+    argv = ["--root", str(synthetic_small), "--model", "centerclip-test", "--frames", "4", "--workers", "2",
+            "--steps", "3", "--batch-size", "4", "--warmup-steps", "1", "--log-every", "1",
+            "--storage", str(tmp_path / "runs"), "--name", "two", "--cache", str(tmp_path / "cache")]
+    summary = train_pipeline.main(argv)
+    assert summary["metrics"]["step"] == 3
+    checkpoint = summary["checkpoint"]
+    assert (tmp_path / "runs" / "two").is_dir() and checkpoint
+
+    job = train_pipeline.parse_args(argv)
+    data = FrameSet.load(train_pipeline.prepare_frames(job))
+    torch.manual_seed(job.train.seed)
+    single = VideoEncoder.create(EncoderConfig(model="centerclip-test", frames=4))
+    metrics = train(single, data, job.train)
+    assert summary["metrics"]["loss"] == pytest.approx(metrics["loss"], abs=1e-4)
+
+    restored = VideoEncoder.create(EncoderConfig(pretrained=checkpoint))
+    assert torch.allclose(restored.clip.visual.conv1.weight, single.clip.visual.conv1.weight, atol=1e-5)
+
+
+def test_evaluate_pipeline_reports_schedules_and_temporal_subset(ray_session, synthetic_small, tmp_path):
+    argv = ["--root", str(synthetic_small), "--model", "centerclip-test", "--frames", "4",
+            "--schedule", "none", "--schedule", "kmedoids@2:2x16", "--dsl", "--cache", str(tmp_path / "cache"),
+            "--json", str(tmp_path / "results.json")]
+    results = evaluate_pipeline.main(argv)
+    assert [r["schedule"] for r in results] == ["none", "kmedoids@2:2x16"]
+    assert results[0]["gflops_per_video"] > results[1]["gflops_per_video"]
+    for result in results:
+        assert set(result["all"]) == {"text_to_video", "video_to_text", "text_to_video_dsl", "video_to_text_dsl"}
+        assert "temporal" in result and 0 <= result["all"]["text_to_video"]["R@1"] <= 100
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+    assert len(evaluate_pipeline.main(argv[:-2] + ["--ray"])) == 2
+
+
+def test_ray_data_encodes_the_same_embeddings(ray_session, synthetic_small, tmp_path):
+    job = evaluate_pipeline.EvaluateJob(root=str(synthetic_small), model="centerclip-test", frames=4,
+                                        cache=str(tmp_path / "cache"))
+    encoder = VideoEncoder.create(EncoderConfig(model="centerclip-test", frames=4, schedule=Schedule.parse("kmedoids@2:2x16")))
+    data, folder = evaluate_pipeline.load_split(job, encoder)
+    # Same batch size on both paths: clustering near-identical tokens can flip a medoid on
+    # last-bit differences between batched matrix products of different sizes.
+    direct = embed_videos(encoder, data, np.arange(len(data)), batch_size=2)
+    distributed = evaluate_pipeline.embed_with_ray(encoder, folder, len(data), batch_size=2)
+    assert torch.allclose(direct, distributed, atol=1e-5)
+
+
+def test_evaluate_rejects_a_bad_schedule_before_decoding(tmp_path):
+    with pytest.raises(ValueError, match="do not divide"):
+        evaluate_pipeline.main(["--model", "centerclip-test", "--frames", "4", "--schedule", "kmedoids@2:3x16",
+                                "--root", str(tmp_path), "--cache", str(tmp_path / "cache")])
