@@ -1,0 +1,307 @@
+"""LanceDB storage for video and moment embeddings, and for the inputs that failed to index.
+
+One table of embeddings (schema below, defined once) keyed by a stable ``id``, and one table of
+errors keyed by ``uri``. Every write is an upsert (``merge_insert``) on a key that is declared as the
+table's unenforced primary key: with the key declared, Lance records the keys each commit inserts
+and a concurrent commit inserting the same keys conflicts and retries as an update, so parallel
+writers cannot duplicate a row (without it they do: lancedb/lancedb#2463).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from lancedb.expr import Expr, col, lit
+from lancedb.index import IvfRq
+
+KINDS = ("video", "moment")
+ERROR_STAGES = ("probe", "decode", "encode", "write")
+# Columns a search may filter on by exact value; anything else is refused before a query is built.
+FILTERABLE = ("kind", "uri", "video_id", "model", "schedule")
+KEY_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+_PRIMARY_KEY = {"lance-schema:unenforced-primary-key:position": "1"}
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+ERRORS_SCHEMA = pa.schema([
+    pa.field("uri", pa.string(), nullable=False, metadata=_PRIMARY_KEY),
+    pa.field("key", pa.string()),  # null when the input failed before its key was known
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("time", _TIMESTAMP, nullable=False),
+])
+
+T = TypeVar("T")
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    """The embeddings table: one row per video (``start``/``end`` null) or moment."""
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False, metadata=_PRIMARY_KEY),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("start", pa.float64()),
+        pa.field("end", pa.float64()),
+        pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("schedule", pa.string(), nullable=False),
+        pa.field("metadata", pa.string(), nullable=False),  # JSON of the manifest's extra columns
+        pa.field("indexed_at", _TIMESTAMP, nullable=False),
+    ])
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def video_key(uri: str, size: int, mtime_ns: int) -> str:
+    """A video's id: changes when the file at ``uri`` is replaced or rewritten."""
+    return _digest("video", uri, int(size), int(mtime_ns))
+
+
+def moment_key(video_key: str, start: float, end: float) -> str:
+    """A moment's id, from its video's id and its time range rounded to milliseconds."""
+    check_keys([video_key])
+    return _digest("moment", video_key, f"{start:.3f}", f"{end:.3f}")
+
+
+def check_keys(keys: Iterable[str]) -> list[str]:
+    """Keys are our own hex digests; anything else is refused before it reaches a filter."""
+    keys = list(keys)
+    bad = [key for key in keys if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key)]
+    if bad:
+        raise ValueError(f"not a key (32 lowercase hex digits): {bad[0]!r}")
+    return keys
+
+
+def equals_filter(values: Mapping[str, str | Iterable[str]]) -> Expr | None:
+    """Exact-match filter on FILTERABLE columns: several values of one column match any of them,
+    several columns must all match. Values become typed literals, never SQL text."""
+    unknown = sorted(set(values) - set(FILTERABLE))
+    if unknown:
+        raise ValueError(f"cannot filter on {unknown[0]!r}; filterable columns: {', '.join(FILTERABLE)}")
+    condition = None
+    for column, wanted in values.items():
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        if not wanted or not all(isinstance(value, str) for value in wanted):
+            raise ValueError(f"filter values for {column!r} must be one or more strings")
+        clause = col(column) == lit(wanted[0]) if len(wanted) == 1 else col(column).isin(wanted)
+        condition = clause if condition is None else condition & clause
+    return condition
+
+
+def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:
+    """Run a write, retrying when a concurrent commit wins the race. merge_insert already retries
+    internally; this covers the rest (deletes, index commits, a merge out of internal retries)."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except Exception as error:  # lancedb raises conflicts as plain errors
+            if "conflict" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """When to build the ANN index and how to search it. Below ``min_rows`` search is an exact scan;
+    above, IVF_RQ (RaBitQ codes: trains in seconds where IVF_PQ takes minutes on 2 cores) with
+    cosine distance, candidates re-ranked on the full vectors. Defaults chosen by
+    benchmarks/bench_search.py (figures in benchmarks/RESULTS_search.md)."""
+
+    min_rows: int = 5_000  # an exact scan of 5k x 512 takes tens of ms; of 100k, most of a second
+    partition_rows: int = 4096  # rows per IVF partition at training: partitions = rows / partition_rows
+    nprobes: int = 40
+    refine_factor: int = 20
+    rebuild_growth: float = 2.0  # retrain when partitions have grown this much past partition_rows
+
+
+class Store:
+    """The embeddings table and its errors table in one LanceDB database."""
+
+    def __init__(self, videos: lancedb.table.Table, errors: lancedb.table.Table, index: IndexConfig):
+        self.videos = videos
+        self.errors_table = errors
+        self.index = index
+
+    @classmethod
+    def open(cls, uri: str, *, dim: int | None = None, table: str = "videos",
+             index: IndexConfig = IndexConfig(),
+             read_consistency: timedelta = timedelta(0)) -> Store:
+        """Open (or, given ``dim``, create) the tables. ``read_consistency`` is how stale a read may
+        be: 0 makes every query see rows other processes committed, at one manifest check each."""
+        db = lancedb.connect(uri, read_consistency_interval=read_consistency)
+        try:
+            videos = db.open_table(table)
+        except ValueError:
+            if dim is None:
+                raise ValueError(f"no table {table!r} in {uri}; pass dim to create it") from None
+            videos = db.create_table(table, schema=embeddings_schema(dim), exist_ok=True)
+        stored_dim = videos.schema.field("vector").type.list_size
+        if dim is not None and dim != stored_dim:
+            raise ValueError(f"table {table!r} holds {stored_dim}-d vectors, not {dim}-d: "
+                             "use the model it was indexed with, or another table")
+        errors = db.create_table(f"{table}_errors", schema=ERRORS_SCHEMA, exist_ok=True)
+        return cls(videos, errors, index)
+
+    @property
+    def dim(self) -> int:
+        return self.videos.schema.field("vector").type.list_size
+
+    def count(self) -> int:
+        return self.videos.count_rows()
+
+    def rows(self, columns: Mapping[str, Any] | pa.Table) -> pa.Table:
+        """Validate rows for the embeddings table: a pyarrow table or a dict of columns (lists or
+        numpy arrays, e.g. a Ray Data batch; ``vector`` may be a [N, D] array). ``indexed_at``
+        defaults to now and ``metadata`` to "{}". A key listed twice keeps its last row."""
+        if isinstance(columns, pa.Table):
+            columns = {name: columns.column(name) for name in columns.column_names}
+        columns = dict(columns)
+        count = len(columns["id"])
+        vectors = columns["vector"]
+        if not isinstance(vectors, (pa.Array, pa.ChunkedArray)):
+            vectors = np.asarray(vectors if isinstance(vectors, np.ndarray) else list(vectors), np.float32)
+            if vectors.shape != (count, self.dim):
+                raise ValueError(f"vector must be [{count}, {self.dim}], got {list(vectors.shape)}")
+            columns["vector"] = pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), self.dim)
+        columns.setdefault("metadata", ["{}"] * count)
+        columns.setdefault("indexed_at", [datetime.now(timezone.utc)] * count)
+        table = pa.table({field.name: columns[field.name] for field in embeddings_schema(self.dim)},
+                         schema=embeddings_schema(self.dim))
+        check_keys(table.column("id").to_pylist())
+        check_keys(table.column("video_id").to_pylist())
+        kinds = set(table.column("kind").to_pylist())
+        if not kinds <= set(KINDS):
+            raise ValueError(f"kind must be one of {KINDS}, got {sorted(kinds - set(KINDS))}")
+        videos = pc.equal(table.column("kind"), "video")
+        if not pc.all(pc.or_(pc.invert(videos), pc.equal(table.column("id"), table.column("video_id")))).as_py():
+            raise ValueError("a video row's video_id must be its own id")
+        spans = pc.less(table.column("start"), table.column("end")).fill_null(False)
+        if not pc.all(pc.or_(videos, spans)).as_py():
+            raise ValueError("a moment row needs start < end")
+        return _keep_last(table, "id")
+
+    def upsert(self, columns: Mapping[str, Any] | pa.Table) -> int:
+        """Insert rows, replacing rows with the same id; the inputs written leave the errors table.
+        Returns the number of rows written."""
+        table = self.rows(columns)
+        if not len(table):
+            return 0
+        retry_conflicts(lambda: self.videos.merge_insert("id").when_matched_update_all()
+                        .when_not_matched_insert_all().execute(table))
+        self._clear_errors(set(table.column("uri").to_pylist()))
+        return len(table)
+
+    def record_errors(self, failures: Iterable[Mapping[str, Any]]) -> int:
+        """Upsert failures: dicts with uri, stage, reason and optionally key. One row per uri: a
+        failure that happens again replaces the previous one."""
+        failures = list(failures)
+        for failure in failures:
+            if failure["stage"] not in ERROR_STAGES:
+                raise ValueError(f"stage must be one of {ERROR_STAGES}, got {failure['stage']!r}")
+        now = datetime.now(timezone.utc)
+        table = pa.Table.from_pylist([
+            {"uri": failure["uri"], "key": failure.get("key"), "stage": failure["stage"],
+             "reason": str(failure["reason"]), "time": now} for failure in failures], schema=ERRORS_SCHEMA)
+        table = _keep_last(table, "uri")
+        if len(table):
+            retry_conflicts(lambda: self.errors_table.merge_insert("uri").when_matched_update_all()
+                            .when_not_matched_insert_all().execute(table))
+        return len(table)
+
+    def errors(self) -> pa.Table:
+        return self.errors_table.to_arrow()
+
+    def _clear_errors(self, uris: set[str]) -> None:
+        if uris and self.errors_table.count_rows():
+            retry_conflicts(lambda: self.errors_table.delete(col("uri").isin(sorted(uris))))
+
+    def indexed_keys(self, keys: Iterable[str], chunk: int = 2048) -> set[str]:
+        """The subset of ``keys`` (ids of videos or moments) that the table already holds."""
+        keys = check_keys(keys)
+        found: set[str] = set()
+        for begin in range(0, len(keys), chunk):
+            batch = keys[begin:begin + chunk]
+            hits = (self.videos.search().where(col("id").isin(batch))
+                    .select(["id"]).limit(None).to_arrow())
+            found.update(hits.column("id").to_pylist())
+        return found
+
+    def has(self, key: str) -> bool:
+        return bool(self.indexed_keys([key]))
+
+    def ensure_index(self) -> str:
+        """Create the ANN index once the table is large enough, fold new rows into it, and retrain
+        it when the table has outgrown its partitions. Returns what it did: "none" (too small for
+        an index, or up to date), "created", "rebuilt" or "updated"."""
+        rows = self.count()
+        if rows < self.index.min_rows:
+            return "none"
+        partitions = self._index_partitions()
+        if partitions is None or rows > self.index.rebuild_growth * self.index.partition_rows * partitions:
+            self._build_index(rows)
+            return "created" if partitions is None else "rebuilt"
+        if self.videos.index_stats(_index_name(partitions)).num_unindexed_rows:
+            # Assigns new rows to the trained partitions (and compacts); no retraining.
+            retry_conflicts(lambda: self.videos.optimize())
+            return "updated"
+        return "none"
+
+    def _index_partitions(self) -> int | None:
+        """The partition count of the vector index, which its name records (stats do not)."""
+        for index in self.videos.list_indices():
+            if index.columns == ["vector"]:
+                return int(index.name.removeprefix("vector_ivf"))
+        return None
+
+    def _build_index(self, rows: int) -> None:
+        partitions = max(1, rows // self.index.partition_rows)
+        config = IvfRq(distance_type="cosine", num_partitions=partitions)
+        old = self._index_partitions()
+        # The new index is committed before the old one is dropped, so searches never fall back
+        # to a full scan in between.
+        retry_conflicts(lambda: self.videos.create_index("vector", config=config, name=_index_name(partitions)))
+        if old is not None and old != partitions:
+            retry_conflicts(lambda: self.videos.drop_index(_index_name(old)))
+
+    def search(self, vector: np.ndarray, limit: int, where: Expr | None = None) -> pa.Table:
+        """The ``limit`` rows nearest to ``vector`` by cosine, best first, with a ``score`` column
+        (cosine similarity). Exact below the index threshold, ANN with exact re-ranking above."""
+        vector = np.asarray(vector, np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise ValueError(f"query vector has {vector.shape[0]} dims, the table {self.dim}")
+        query = (self.videos.search(vector, vector_column_name="vector").distance_type("cosine")
+                 .nprobes(self.index.nprobes).refine_factor(self.index.refine_factor).limit(limit)
+                 .select(["id", "video_id", "kind", "uri", "start", "end", "metadata", "_distance"]))
+        if where is not None:
+            query = query.where(where)
+        hits = query.to_arrow()
+        score = pc.subtract(1.0, hits.column("_distance").cast(pa.float64()))
+        return hits.drop_columns(["_distance"]).append_column("score", score)
+
+
+def _index_name(partitions: int) -> str:
+    return f"vector_ivf{partitions}"
+
+
+def _keep_last(table: pa.Table, key: str) -> pa.Table:
+    """merge_insert leaves a key that appears twice in one batch undefined; the last one wins."""
+    keys = table.column(key).to_pylist()
+    last = {value: row for row, value in enumerate(keys)}
+    if len(last) == len(keys):
+        return table
+    return table.take(sorted(last.values()))

@@ -1,0 +1,196 @@
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from centerclip.store import (ERRORS_SCHEMA, IndexConfig, Store, embeddings_schema, equals_filter,
+                              moment_key, retry_conflicts, video_key)
+
+DIM = 8
+
+
+def rows(keys, *, uri=None, value=0.0, kind="video", model="m"):
+    vectors = np.random.default_rng(int(value * 1000)).standard_normal((len(keys), DIM)).astype(np.float32)
+    return {"id": keys, "video_id": keys, "kind": [kind] * len(keys),
+            "uri": [uri or f"file:///{key}.mp4" for key in keys],
+            "start": [None] * len(keys), "end": [None] * len(keys), "vector": vectors,
+            "model": [model] * len(keys), "schedule": [f"v{value}"] * len(keys)}
+
+
+def keys(count, start=0):
+    return [video_key(f"/videos/{i}.mp4", 1000 + i, 7) for i in range(start, start + count)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store.open(str(tmp_path / "db"), dim=DIM)
+
+
+def test_schema_declares_the_keys_and_the_vector_size(store):
+    assert store.videos.schema.equals(embeddings_schema(DIM), check_metadata=True)
+    assert store.errors_table.schema.equals(ERRORS_SCHEMA, check_metadata=True)
+    assert store.videos.schema.field("id").metadata == {b"lance-schema:unenforced-primary-key:position": b"1"}
+    assert store.videos.schema.field("vector").type == pa.list_(pa.float32(), DIM)
+
+
+def test_open_checks_the_vector_size(tmp_path, store):
+    with pytest.raises(ValueError, match="8-d"):
+        Store.open(str(tmp_path / "db"), dim=16)
+    with pytest.raises(ValueError, match="pass dim"):
+        Store.open(str(tmp_path / "db"), table="other")
+    assert Store.open(str(tmp_path / "db")).dim == DIM
+
+
+def test_keys_are_stable_hex_digests():
+    key = video_key("s3://bucket/a.mp4", 10, 20)
+    assert key == video_key("s3://bucket/a.mp4", 10, 20) and len(key) == 32
+    assert key != video_key("s3://bucket/a.mp4", 10, 21)
+    assert moment_key(key, 1.0, 2.0) == moment_key(key, 1.0000001, 2.0)
+    assert moment_key(key, 1.0, 2.0) != moment_key(key, 1.0, 3.0)
+    with pytest.raises(ValueError, match="not a key"):
+        moment_key("x' OR 1=1", 0, 1)
+
+
+def test_upsert_is_idempotent_and_updates(store):
+    ids = keys(5)
+    assert store.upsert(rows(ids, value=1.0)) == 5
+    store.upsert(rows(ids, value=1.0))
+    store.upsert(rows(ids[:2], value=2.0))
+    table = store.videos.to_arrow()
+    assert sorted(table.column("id").to_pylist()) == sorted(ids)
+    schedules = dict(zip(table.column("id").to_pylist(), table.column("schedule").to_pylist()))
+    assert [schedules[key] for key in ids] == ["v2.0", "v2.0", "v1.0", "v1.0", "v1.0"]
+
+
+def test_upsert_keeps_the_last_of_a_repeated_key_and_validates(store):
+    ids = keys(2)
+    batch = rows([ids[0], ids[1], ids[0]], value=3.0)
+    batch["schedule"] = ["first", "b", "last"]
+    assert store.upsert(batch) == 2
+    table = store.videos.to_arrow()
+    assert dict(zip(table.column("id").to_pylist(), table.column("schedule").to_pylist()))[ids[0]] == "last"
+    with pytest.raises(ValueError, match="not a key"):
+        store.upsert(rows(["1' OR '1'='1"]))
+    with pytest.raises(ValueError, match="kind"):
+        store.upsert(rows(ids, kind="clip"))
+    with pytest.raises(ValueError, match="own id"):
+        store.upsert({**rows(ids), "video_id": ids[::-1]})
+    with pytest.raises(ValueError, match="start < end"):
+        store.upsert({**rows(ids, kind="moment"), "start": [1.0, 2.0], "end": [2.0, None]})
+    with pytest.raises(ValueError, match="vector"):
+        store.upsert({**rows(ids), "vector": np.zeros((2, DIM + 1), np.float32)})
+
+
+def test_concurrent_writers_leave_each_key_once(tmp_path):
+    # Two writers, each with its own connection, upsert overlapping batches of new keys at the same
+    # time. Without the declared primary key this leaves 80 rows for 60 keys (lancedb#2463).
+    path = str(tmp_path / "db")
+    ids = keys(60)
+    start = threading.Barrier(2)
+
+    def write(worker):
+        writer = Store.open(path, dim=DIM)  # every writer opens (or creates) the tables itself
+        start.wait()
+        for begin in range(0, len(ids), 10):
+            writer.upsert(rows(ids[begin:begin + 20], value=float(worker)))
+
+    writers = [threading.Thread(target=write, args=(worker,)) for worker in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    written = Store.open(path).videos.to_arrow().column("id").to_pylist()
+    assert len(written) == len(ids) and set(written) == set(ids)
+
+
+def test_retry_conflicts_retries_only_conflicts():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("Commit conflict for version 7")
+        return "done"
+
+    assert retry_conflicts(flaky) == "done" and len(calls) == 3
+    with pytest.raises(RuntimeError, match="disk full"):
+        retry_conflicts(lambda: (_ for _ in ()).throw(RuntimeError("disk full")))
+
+
+def test_errors_are_one_row_per_uri_and_cleared_by_success(store):
+    ids = keys(2)
+    store.record_errors([{"uri": "file:///a.mp4", "stage": "decode", "reason": "moov atom not found"},
+                         {"uri": "file:///b.mp4", "key": ids[1], "stage": "probe", "reason": "no such file"}])
+    store.record_errors([{"uri": "file:///a.mp4", "key": ids[0], "stage": "encode", "reason": "CUDA OOM"}])
+    errors = {row["uri"]: row for row in store.errors().to_pylist()}
+    assert sorted(errors) == ["file:///a.mp4", "file:///b.mp4"]
+    assert errors["file:///a.mp4"]["stage"] == "encode" and errors["file:///a.mp4"]["key"] == ids[0]
+    store.upsert(rows(ids[:1], uri="file:///a.mp4"))
+    assert store.errors().column("uri").to_pylist() == ["file:///b.mp4"]
+    with pytest.raises(ValueError, match="stage"):
+        store.record_errors([{"uri": "x", "stage": "upload", "reason": "?"}])
+
+
+def test_indexed_keys_skips_what_is_there(store):
+    ids = keys(30)
+    store.upsert(rows(ids[:20]))
+    assert store.indexed_keys(ids) == set(ids[:20])
+    assert store.indexed_keys(ids, chunk=7) == set(ids[:20])
+    assert store.has(ids[0]) and not store.has(ids[25])
+    with pytest.raises(ValueError, match="not a key"):
+        store.indexed_keys(["') OR true --"])
+
+
+def test_readers_see_rows_written_by_another_handle(tmp_path, store):
+    reader = Store.open(str(tmp_path / "db"))
+    store.upsert(rows(keys(3)))
+    assert reader.count() == 3
+
+
+def test_search_is_exact_below_the_threshold_and_filters(store):
+    ids = keys(50)
+    batch = rows(ids)
+    batch.update(kind=["video"] * 25 + ["moment"] * 25, video_id=ids[:25] + [ids[0]] * 25,
+                 start=[None] * 25 + [float(i) for i in range(25)], end=[None] * 25 + [i + 1.0 for i in range(25)])
+    store.upsert(batch)
+    hits = store.search(batch["vector"][30], 5)
+    assert hits.column("id")[0].as_py() == ids[30] and hits.column("score")[0].as_py() == pytest.approx(1.0, abs=1e-5)
+    moments = store.search(batch["vector"][3], 50, equals_filter({"kind": "moment"}))
+    assert set(moments.column("kind").to_pylist()) == {"moment"} and len(moments) == 25
+
+
+def test_filters_are_literals_not_sql(store):
+    store.upsert(rows(keys(3)))
+    store.upsert(rows(keys(1, 3), uri="' OR '1'='1"))
+    vector = np.ones(DIM, np.float32)
+    assert store.search(vector, 10, equals_filter({"uri": "' OR '1'='1"})).column("uri").to_pylist() == ["' OR '1'='1"]
+    assert len(store.search(vector, 10, equals_filter({"uri": "x' OR uri != 'x"}))) == 0
+    with pytest.raises(ValueError, match="cannot filter"):
+        equals_filter({"uri = uri OR 1": "x"})
+
+
+def test_ensure_index_creates_updates_and_rebuilds(tmp_path):
+    store = Store.open(str(tmp_path / "db"), dim=32, index=IndexConfig(min_rows=400, partition_rows=100))
+    vectors = np.random.default_rng(0).standard_normal((1200, 32)).astype(np.float32)
+
+    def write(begin, end):
+        ids = keys(end - begin, begin)
+        store.upsert({**rows(ids), "vector": vectors[begin:end]})
+
+    write(0, 300)
+    assert store.ensure_index() == "none"
+    write(300, 500)
+    start = time.perf_counter()
+    assert store.ensure_index() == "created"
+    assert time.perf_counter() - start < 20
+    assert store.ensure_index() == "none"
+    write(500, 600)
+    assert store.ensure_index() == "updated"
+    assert store.ensure_index() == "none"
+    write(600, 1200)  # 1200 rows in 5 partitions trained for 100 each: more than 2x
+    assert store.ensure_index() == "rebuilt"
+    assert [index.name for index in store.videos.list_indices()] == ["vector_ivf12"]
+    hits = store.search(vectors[700], 3)
+    assert hits.column("id")[0].as_py() == keys(1, 700)[0]
