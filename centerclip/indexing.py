@@ -1,0 +1,243 @@
+"""The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
+can run them (pipelines/index.py) and tests can call them directly.
+
+listing -> DecodeVideos (CPU) -> EncodeClips (GPU when present) -> Store.upsert
+
+One row travels per *video* until the encoder: it carries all of the video's clips (the whole
+video and, for long videos, its moments), so every batch the writer sees holds whole videos and a
+video is either fully written or not at all. A video that fails keeps its row, with an error and
+the stage it failed at, and ends in the errors table instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow.fs
+import pyarrow.parquet as pq
+import torch
+
+from .encoder import EncoderConfig, VideoEncoder
+from .frames import center_crop
+from .store import moment_key, video_key
+from .video import Decoder, SamplingConfig, VideoDecodeError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv", ".ts")
+MANIFEST_EXTENSIONS = (".csv", ".parquet", ".jsonl")
+
+
+@dataclass(frozen=True)
+class MomentConfig:
+    """Videos longer than ``min_duration`` seconds also get one row per window."""
+
+    length: float = 10.0
+    stride: float = 10.0
+    min_duration: float = 20.0
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str
+    key: str
+    metadata: str = "{}"  # JSON of the manifest's extra columns
+
+
+def _filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    if "://" in uri:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _is_video(path: str) -> bool:
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def _source(uri: str, info: pyarrow.fs.FileInfo, identity: str | None = None, metadata: dict | None = None) -> Source:
+    mtime_ns = info.mtime_ns if info.mtime_ns is not None else 0
+    return Source(uri, video_key(identity or uri, info.size or 0, mtime_ns),
+                  json.dumps(metadata or {}, sort_keys=True, default=str))
+
+
+def _manifest_rows(path: str) -> Iterator[dict[str, Any]]:
+    if path.endswith(".parquet"):
+        yield from pq.read_table(path).to_pylist()
+    elif path.endswith(".jsonl"):
+        with open(path) as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+    else:
+        with open(path, newline="") as file:
+            yield from csv.DictReader(file)
+
+
+def list_inputs(inputs: list[str]) -> tuple[list[Source], list[dict]]:
+    """Expand folders, globs, manifests (.csv/.parquet/.jsonl with a ``uri`` column and optional
+    ``id`` and metadata columns), object-store prefixes and single files into sources with stable
+    keys (from uri or id, size and modification time). Inputs that cannot be listed come back as
+    errors (uri, stage "probe", reason), never silently dropped."""
+    sources: list[Source] = []
+    errors: list[dict] = []
+    for item in inputs:
+        if "://" not in item and any(char in item for char in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                errors.append({"uri": item, "stage": "probe", "reason": "the glob matches no file"})
+            paths = [m for m in matches if os.path.isfile(m)]
+            for path in paths:
+                sources.append(_source(os.path.abspath(path), pyarrow.fs.LocalFileSystem().get_file_info(os.path.abspath(path))))
+            continue
+        if "://" not in item and item.lower().endswith(MANIFEST_EXTENSIONS) and os.path.isfile(item):
+            for number, row in enumerate(_manifest_rows(item), 1):
+                uri = row.pop("uri", None)
+                if not uri:
+                    raise ValueError(f"manifest {item}, row {number}: no 'uri' value (columns: uri, optional id and metadata)")
+                identity = row.pop("id", None)
+                fs, path = _filesystem(uri)
+                info = fs.get_file_info(path)
+                if info.type != pyarrow.fs.FileType.File:
+                    errors.append({"uri": uri, "stage": "probe", "reason": "not a regular file" if info.type else "no such file"})
+                    continue
+                sources.append(_source(uri, info, f"id:{identity}" if identity else None, {"id": identity, **row} if identity else row))
+            continue
+        fs, path = _filesystem(item)
+        info = fs.get_file_info(path)
+        if info.type == pyarrow.fs.FileType.Directory:
+            prefix = item.rstrip("/") if "://" in item else None
+            for entry in sorted(fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True)), key=lambda e: e.path):
+                if entry.type == pyarrow.fs.FileType.File and _is_video(entry.path):
+                    uri = f"{prefix}/{os.path.relpath(entry.path, path)}" if prefix else entry.path
+                    sources.append(_source(uri, entry))
+        elif info.type == pyarrow.fs.FileType.NotFound:
+            errors.append({"uri": item, "stage": "probe", "reason": "no such file or folder"})
+        else:
+            sources.append(_source(item if "://" in item else path, info))
+    unique = {source.key: source for source in sources}  # the same file listed twice is one video
+    return list(unique.values()), errors
+
+
+def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
+    return {"uri": np.array([s.uri for s in sources], dtype=object),
+            "key": np.array([s.key for s in sources], dtype=object),
+            "metadata": np.array([s.metadata for s in sources], dtype=object)}
+
+
+class DecodeVideos:
+    """CPU stage: every video's clips (whole video, plus moments of long videos) as cropped uint8
+    frames. Decoding runs in an isolated process with a timeout (video.Decoder), so a file that
+    crashes or hangs the decoder costs that video only; it leaves with an error instead."""
+
+    def __init__(self, *, sampling: SamplingConfig, moments: MomentConfig = MomentConfig(), timeout: float = 120.0):
+        self.sampling = sampling
+        self.moments = moments
+        self.decoder = Decoder(timeout=timeout)
+
+    def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None]]:
+        whole = self.decoder.sample_clip(uri, self.sampling)
+        clips, starts, ends = [whole.frames], [None], [None]
+        if whole.info.duration >= self.moments.min_duration:
+            for moment in self.decoder.sample_moments(uri, self.sampling, self.moments.length, self.moments.stride):
+                clips.append(moment.frames)
+                starts.append(moment.start)
+                ends.append(moment.end)
+        return center_crop(np.stack(clips), self.sampling.size), starts, ends
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        empty = np.zeros((0, self.sampling.frames, self.sampling.size, self.sampling.size, 3), np.uint8)
+        frames, starts, ends, errors = [], [], [], []
+        for uri in batch["uri"]:
+            try:
+                clip_frames, clip_starts, clip_ends = self.clips(uri)
+                error = ""
+            except VideoDecodeError as failure:
+                clip_frames, clip_starts, clip_ends, error = empty, [], [], failure.reason
+            frames.append(clip_frames)
+            starts.append(json.dumps(clip_starts))
+            ends.append(json.dumps(clip_ends))
+            errors.append(error)
+        return {**batch, "frames": _ragged(frames), "starts": np.array(starts, dtype=object),
+                "ends": np.array(ends, dtype=object), "error": np.array(errors, dtype=object)}
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    column = np.empty(len(arrays), dtype=object)
+    column[:] = arrays
+    return column
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    clips_per_forward: int = 32
+
+
+class EncodeClips:
+    """Encoder stage: the model is loaded once per actor (fp16 on a GPU). Emits one row per clip
+    (id, video_id, kind, uri, start, end, vector, model, schedule, metadata) plus the videos that
+    failed, as rows with an error and no clip."""
+
+    def __init__(self, *, settings: EncodeSettings):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder = VideoEncoder.create(settings.encoder).eval().to(self.device)
+        if self.device.type == "cuda":
+            self.encoder = self.encoder.half()
+        self.settings = settings
+        self.model = self.encoder.model_name if settings.encoder.pretrained is None else \
+            f"{self.encoder.model_name}:{Path(settings.encoder.pretrained).name}"
+
+    @torch.inference_mode()
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        vectors = []
+        for begin in range(0, len(frames), self.settings.clips_per_forward):
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[begin:begin + self.settings.clips_per_forward]))
+            vectors.append(self.encoder.encode_video(self.encoder.preprocess(chunk.to(self.device))).float().cpu())
+        return torch.cat(vectors).numpy() if vectors else np.zeros((0, self.encoder.embed_dim), np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        errors = list(batch["error"])
+        stages = ["decode" if error else "" for error in errors]
+        good = [i for i, error in enumerate(errors) if not error]
+        vectors = np.zeros((0, self.encoder.embed_dim), np.float32)
+        if good:
+            try:
+                vectors = self.embed(np.concatenate([batch["frames"][i] for i in good]))
+            except (RuntimeError, ValueError) as failure:  # e.g. out of memory: these videos fail, the job goes on
+                for i in good:
+                    errors[i], stages[i] = f"cannot encode: {failure}", "encode"
+                good, vectors = [], vectors[:0]
+        rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "error", "stage")}
+
+        def add(**values: Any) -> None:
+            for name, value in values.items():
+                rows[name].append(value)
+
+        for i in good:
+            key = batch["key"][i]
+            for start, end in zip(json.loads(batch["starts"][i]), json.loads(batch["ends"][i])):
+                add(id=key if start is None else moment_key(key, start, end), video_id=key,
+                    kind="video" if start is None else "moment", uri=batch["uri"][i], start=start, end=end,
+                    metadata=batch["metadata"][i], error="", stage="")
+        failed = [i for i, error in enumerate(errors) if error]
+        for i in failed:
+            add(id=batch["key"][i], video_id=batch["key"][i], kind="video", uri=batch["uri"][i], start=None, end=None,
+                metadata=batch["metadata"][i], error=errors[i], stage=stages[i])
+        count = len(rows["id"])
+        return {
+            **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end")},
+            # NaN stands for "whole video" here: Ray Data columns need one dtype; the writer maps it to null.
+            "start": np.array([np.nan if v is None else v for v in rows["start"]], dtype=np.float64),
+            "end": np.array([np.nan if v is None else v for v in rows["end"]], dtype=np.float64),
+            "vector": np.concatenate([vectors, np.zeros((len(failed), vectors.shape[1]), np.float32)]).reshape(count, -1),
+            "model": np.array([self.model] * count, dtype=object),
+            "schedule": np.array([str(self.encoder.schedule)] * count, dtype=object),
+        }

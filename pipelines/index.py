@@ -1,0 +1,172 @@
+"""Index videos into LanceDB for text search: Ray Data streams decoded videos to encoder actors,
+and every video and every moment of a long video becomes a row.
+
+    python pipelines/index.py                                  # a generated sample set, then a search
+    python pipelines/index.py /videos "/more/**/*.mp4" manifest.csv s3://bucket/prefix --db videos.lancedb
+    ray job submit --working-dir . -- python pipelines/index.py s3://bucket/videos --db s3://bucket/index
+
+Re-running skips what is indexed (keys: uri or manifest id + size + modification time), so a run
+that was killed is finished by running it again. Files that cannot be decoded go to the errors
+table (<table>_errors) with the reason; the rest is indexed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from centerclip import EncoderConfig, Schedule, VideoEncoder
+from centerclip.datasets.synthetic import ensure_synthetic
+from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, list_inputs, sources_batch
+from centerclip.search import Searcher
+from centerclip.store import Store
+from centerclip.video import SamplingConfig
+
+log = logging.getLogger("centerclip.index")
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    inputs: tuple[str, ...] = ()  # empty: a synthetic sample set generated under `cache`
+    db: str = "centerclip.lancedb"
+    table: str = "videos"
+    model: str | None = None
+    pretrained: str | None = None
+    schedule: str | None = None  # default: the model's own
+    frames: int | None = None
+    batch_size: int = 16  # videos per encoder call
+    decoders: int = 1
+    encoders: int = 1
+    gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
+    moments: MomentConfig = field(default_factory=MomentConfig)
+    sample_videos: int = 40
+    cache: str = ".cache/centerclip"
+    query: str | None = None  # a search to show when indexing is done
+
+
+def encoder_config(job: IndexJob) -> EncoderConfig:
+    return EncoderConfig(model=job.model, pretrained=job.pretrained, frames=job.frames,
+                         schedule=Schedule.parse(job.schedule) if job.schedule else None)
+
+
+def sample_inputs(job: IndexJob) -> tuple[tuple[str, ...], str]:
+    """The generated sample set (held out from the built-in model's training data: another seed)
+    and one of its captions to search for."""
+    root = ensure_synthetic(Path(job.cache) / "sample", job.sample_videos, seed=1)
+    sentences = json.loads((root / "MSRVTT_data.json").read_text())["sentences"]
+    return (str(root / "videos"),), sentences[0]["caption"]
+
+
+def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """Upsert a batch of encoded rows and record its failures; returns (videos, moments, errors)."""
+    failed = batch["error"].astype(bool)
+    if failed.any():
+        store.record_errors({"uri": uri, "key": key, "stage": stage, "reason": reason} for uri, key, stage, reason
+                            in zip(batch["uri"][failed], batch["id"][failed], batch["stage"][failed], batch["error"][failed]))
+    good = ~failed
+    if good.any():
+        rows = {name: batch[name][good] for name in ("id", "video_id", "kind", "uri", "vector", "model", "schedule", "metadata")}
+        for name in ("start", "end"):
+            rows[name] = [None if math.isnan(value) else float(value) for value in batch[name][good]]
+        store.upsert(rows)
+    kinds = batch["kind"][good]
+    return int((kinds == "video").sum()), int((kinds == "moment").sum()), int(failed.sum())
+
+
+def run(job: IndexJob) -> dict:
+    started = time.perf_counter()
+    inputs, query = (job.inputs, job.query) if job.inputs else sample_inputs(job)
+    config = encoder_config(job)
+    encoder = VideoEncoder.create(config)  # the driver's copy: embedding size, frame size, search
+    store = Store.open(job.db, dim=encoder.embed_dim, table=job.table)
+    sources, listing_errors = list_inputs(list(inputs))
+    store.record_errors(listing_errors)
+    indexed = store.indexed_keys([source.key for source in sources])
+    todo = [source for source in sources if source.key not in indexed]
+    log.info("%d videos found, %d already indexed, %d to index; %d inputs could not be listed",
+             len(sources), len(indexed), len(todo), len(listing_errors))
+    videos = moments = errors = 0
+    if todo:
+        if not ray.is_initialized():
+            ray.init()  # joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one
+        sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
+        settings = EncodeSettings(encoder=EncoderConfig(model=encoder.model_name, pretrained=config.pretrained,
+                                                        schedule=encoder.schedule, frames=encoder.frames))
+        # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
+        # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried a
+        # bounded number of times instead of Ray's default of forever.
+        retries = {"max_restarts": 3, "max_task_retries": 3}  # Ray Data takes these as remote args only
+        dataset = (
+            ray.data.from_items([dict(zip(("uri", "key", "metadata"), row))
+                                 for row in zip(*sources_batch(todo).values())])
+            .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments},
+                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.decoders), num_cpus=1,
+                         batch_format="numpy", **retries)
+            .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=job.batch_size,
+                         compute=ray.data.ActorPoolStrategy(size=job.encoders), num_gpus=job.gpus_per_encoder,
+                         num_cpus=0 if job.gpus_per_encoder else 1, batch_format="numpy", **retries)
+        )
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            counts = write(store, batch)
+            videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
+            log.info("indexed %d/%d videos (%d moments), %d errors, %.1f videos/s", videos, len(todo), moments,
+                     errors, (videos + errors) / (time.perf_counter() - started))
+    index = store.ensure_index()
+    seconds = time.perf_counter() - started
+    summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": len(indexed),
+               "videos": videos, "moments": moments, "errors": errors + len(listing_errors),
+               "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
+               "videos_per_s": round((videos + errors) / seconds, 2)}
+    if query:
+        results = Searcher(store, encoder).text(query, k=3)
+        summary["search"] = {"query": query, "results": [result.to_dict() for result in results]}
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> IndexJob:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="*", help="folders, globs, manifests (.csv/.parquet/.jsonl with a uri column), "
+                                                  "files or object-store prefixes; none: a generated sample set")
+    parser.add_argument("--db", default="centerclip.lancedb", help="LanceDB database: a folder or s3://... (default: %(default)s)")
+    parser.add_argument("--table", default="videos", help="table name (default: %(default)s)")
+    parser.add_argument("--model", help="open_clip model name (default: the built-in model)")
+    parser.add_argument("--pretrained", help="open_clip tag, weights file, or centerclip checkpoint")
+    parser.add_argument("--schedule", help="token-clustering schedule, e.g. kmedoids@3:4x49 (default: the model's)")
+    parser.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call (default: %(default)s)")
+    parser.add_argument("--decoders", type=int, default=1, help="decoding actors, one CPU each (default: %(default)s)")
+    parser.add_argument("--encoders", type=int, default=1, help="encoder actors (default: %(default)s)")
+    parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
+    parser.add_argument("--moment-length", type=float, default=10.0, help="moment window in seconds (default: %(default)s)")
+    parser.add_argument("--moment-stride", type=float, default=10.0, help="moment stride in seconds (default: %(default)s)")
+    parser.add_argument("--moments-after", type=float, default=20.0, help="videos at least this long get moments (default: %(default)s)")
+    parser.add_argument("--sample-videos", type=int, default=40, help="size of the generated sample set (no inputs)")
+    parser.add_argument("--cache", default=".cache/centerclip", help="folder for the generated sample set")
+    parser.add_argument("--query", help="a text search to run when indexing is done")
+    args = vars(parser.parse_args(argv))
+    moments = MomentConfig(args.pop("moment_length"), args.pop("moment_stride"), args.pop("moments_after"))
+    return IndexJob(inputs=tuple(args.pop("inputs")), moments=moments, **args)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = run(parse_args(argv))
+    print(json.dumps({key: value for key, value in summary.items() if key != "search"}, indent=2))
+    if "search" in summary:
+        print(f"\nsearch: {summary['search']['query']!r}")
+        for rank, result in enumerate(summary["search"]["results"], 1):
+            span = "whole video" if result["start"] is None else f"{result['start']:.1f}-{result['end']:.1f} s"
+            print(f"  {rank}. {result['score']:.3f}  {result['uri']}  ({span})")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""End to end: real local Ray, real LanceDB in a temp dir, real video files."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from centerclip.store import Store
+from pipelines import index
+from tests.videos import truncate, write_video
+
+MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, synthetic_small):
+    """Good synthetic videos, one long video (moments), and files that cannot be decoded."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for video in sorted((synthetic_small / "videos").glob("*.mp4"))[:6]:
+        shutil.copy(video, folder / video.name)
+    write_video(folder / "long one.mp4", frames=250, fps=10, width=48, height=32)  # 25 s
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("this is not a video")
+    truncate(folder / "long one.mp4", folder / "cut.mp4", 0.3)
+    return folder
+
+
+def written_rows(db: str) -> int:
+    try:
+        return Store.open(db).count()
+    except ValueError:  # the driver has not created the table yet
+        return 0
+
+
+def rows(db: str) -> list[dict]:
+    return Store.open(db).videos.to_arrow().select(["id", "kind", "uri", "start", "end"]).to_pylist()
+
+
+def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, corpus, tmp_path):
+    db = str(tmp_path / "db")
+    summary = index.main([str(corpus), "--db", db, *MODEL, "--moment-length", "10", "--moment-stride", "10",
+                          "--moments-after", "20"])
+    assert summary["found"] == 10 and summary["videos"] == 7 and summary["errors"] == 3
+    assert summary["moments"] == 3  # 25 s in 10 s windows with a 10 s stride: 0-10, 10-20, 20-25
+    table = rows(db)
+    assert len(table) == 10 and len({row["id"] for row in table}) == 10
+    long_moments = sorted((row["start"], row["end"]) for row in table if row["kind"] == "moment")
+    assert [start for start, _ in long_moments] == [0.0, 10.0, 20.0]
+    errors = {Path(row["uri"]).name: row for row in Store.open(db).errors().to_pylist()}
+    assert set(errors) == {"empty.mp4", "notes.mp4", "cut.mp4"}
+    assert all(row["stage"] == "decode" and row["reason"] for row in errors.values())
+
+    again = index.main([str(corpus), "--db", db, *MODEL])
+    assert again["already_indexed"] == 7 and again["videos"] == 0
+    assert len(rows(db)) == 10 and len(Store.open(db).errors()) == 3
+
+
+def test_search_finds_a_generated_video_from_its_caption_and_filters_are_literal(ray_session, synthetic_small, tmp_path):
+    db = str(tmp_path / "db")
+    index.main([str(synthetic_small / "videos"), "--db", db, *MODEL])
+    searcher = index.Searcher(Store.open(db), index.VideoEncoder.create(index.encoder_config(index.parse_args(MODEL))))
+    results = searcher.text("a red circle moves left", k=3)
+    assert 1 <= len(results) <= 3 and all(result.uri.endswith(".mp4") for result in results)
+    assert searcher.text("a red circle", k=3, where={"uri": "' OR '1'='1"}) == []
+
+
+def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, tmp_path):
+    db = str(tmp_path / "db")
+    command = [sys.executable, "pipelines/index.py", str(synthetic_small / "videos"), "--db", db, *MODEL, "--batch-size", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    driver = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None and not written_rows(db):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    written = Store.open(db).count()
+    assert 0 < written < 20, "the driver was killed mid-run"
+
+    summary = index.main([str(synthetic_small / "videos"), "--db", db, *MODEL])
+    assert summary["already_indexed"] == written
+    table = rows(db)
+    assert len(table) == 20 and len({row["id"] for row in table}) == 20
