@@ -53,6 +53,7 @@ class VideoEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.frames = frames
         self.model_name = model_name
+        self.pretrained: str | None = None  # where the weights came from, when create() loaded them
         self.schedule = Schedule()
         self.set_schedule(schedule)
 
@@ -73,8 +74,15 @@ class VideoEncoder(nn.Module):
             raise ValueError(f"checkpoint {pretrained} holds a {meta['model']} model, not {model}")
         schedule = config.schedule or Schedule.parse(meta.get("schedule", "none"))
         frames = config.frames or meta.get("frames", 12)
-        clip = create_clip(model, pretrained)
-        return cls(clip, open_clip.get_tokenizer(model), schedule=schedule, frames=frames, model_name=model)
+        encoder = cls(create_clip(model, pretrained), open_clip.get_tokenizer(model), schedule=schedule,
+                      frames=frames, model_name=model)
+        encoder.pretrained = pretrained
+        return encoder
+
+    def config(self) -> EncoderConfig:
+        """What rebuilds this encoder elsewhere (a Ray actor, a sweep trial): same weights source,
+        schedule and frames. Random weights cannot travel this way; weights from files can."""
+        return EncoderConfig(model=self.model_name, pretrained=self.pretrained, schedule=self.schedule, frames=self.frames)
 
     @property
     def visual(self) -> nn.Module:

@@ -192,8 +192,8 @@ class EncodeClips:
         if self.device.type == "cuda":
             self.encoder = self.encoder.half()
         self.settings = settings
-        self.model = self.encoder.model_name if settings.encoder.pretrained is None else \
-            f"{self.encoder.model_name}:{Path(settings.encoder.pretrained).name}"
+        self.model = self.encoder.model_name if self.encoder.pretrained is None else \
+            f"{self.encoder.model_name}:{Path(self.encoder.pretrained).name}"
 
     @torch.inference_mode()
     def embed(self, frames: np.ndarray) -> np.ndarray:

@@ -60,13 +60,15 @@ def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, co
     assert len(rows(db)) == 10 and len(Store.open(db).errors()) == 3
 
 
-def test_search_finds_a_generated_video_from_its_caption_and_filters_are_literal(ray_session, synthetic_small, tmp_path):
-    db = str(tmp_path / "db")
-    index.main([str(synthetic_small / "videos"), "--db", db, *MODEL])
-    searcher = index.Searcher(Store.open(db), index.VideoEncoder.create(index.encoder_config(index.parse_args(MODEL))))
-    results = searcher.text("a red circle moves left", k=3)
-    assert 1 <= len(results) <= 3 and all(result.uri.endswith(".mp4") for result in results)
-    assert searcher.text("a red circle", k=3, where={"uri": "' OR '1'='1"}) == []
+def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(ray_session, tmp_path):
+    """The README's first command: the built-in model on a generated sample set it never saw."""
+    summary = index.main(["--db", str(tmp_path / "db"), "--cache", str(tmp_path / "cache"), "--sample-videos", "10"])
+    assert summary["videos"] == 10 and summary["errors"] == 0
+    search = summary["search"]
+    assert search["expected"] in [Path(result["uri"]).name for result in search["results"]]
+    searcher = index.Searcher(Store.open(str(tmp_path / "db")), index.VideoEncoder.create())
+    assert searcher.text(search["query"], k=3, where={"uri": "' OR '1'='1"}) == []
+    assert len(searcher.text(search["query"], k=3, where={"kind": "video"})) == 3
 
 
 def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, tmp_path):
