@@ -12,14 +12,14 @@ from . import EncoderConfig, Schedule, VideoEncoder
 from .encoder import DEFAULT_MODEL
 from .flops import VisionShape, video_cost
 
-DEMO_SCHEDULES = ("none", "kmedoids@3:4x49", "spectral@3:4x49", "pooling@3:4x49", "sparse@3:4x49", "kmedoids@2:6x60,4:2x49")
+DEMO_SCHEDULES = ("none", "kmedoids@3:4x49", "spectral@3:4x49", "pooling@3:4x49", "sparse@3:4x49", "kmedoids@2:4x60,4:2x49")
 
 
 @torch.inference_mode()
-def demo(model: str = DEFAULT_MODEL, schedules: tuple[str, ...] = DEMO_SCHEDULES, frames: int = 12) -> list[dict]:
+def demo(model: str | None = None, schedules: tuple[str, ...] = DEMO_SCHEDULES, frames: int | None = None) -> list[dict]:
     torch.manual_seed(0)
     encoder = VideoEncoder.create(EncoderConfig(model=model, frames=frames)).eval()
-    height, width = encoder.image_size
+    frames, (height, width) = encoder.frames, encoder.image_size
     # A video whose frames drift slowly, like real footage: consecutive frames are redundant.
     video = torch.randn(1, 1, 3, height, width) + 0.2 * torch.randn(1, frames, 3, height, width).cumsum(1) / frames
     reference = encoder.encode_video(video)
@@ -40,8 +40,8 @@ def demo(model: str = DEFAULT_MODEL, schedules: tuple[str, ...] = DEMO_SCHEDULES
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m centerclip", description=__doc__)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="open_clip model name (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=12, help="frames per video (default: %(default)s)")
+    parser.add_argument("--model", help=f"open_clip model name (default: the built-in {DEFAULT_MODEL})")
+    parser.add_argument("--frames", type=int, help="frames per video (default: the model's)")
     parser.add_argument("--schedule", action="append", help="a schedule string such as kmedoids@3:4x49 (repeatable)")
     args = parser.parse_args()
     rows = demo(args.model, tuple(args.schedule or DEMO_SCHEDULES), args.frames)

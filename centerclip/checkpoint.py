@@ -9,6 +9,7 @@ whole encoder configuration.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import socket
 from pathlib import Path
@@ -65,6 +66,15 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {name.removeprefix("module."): tensor for name, tensor in state.items()}
 
 
+class _Drop(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
@@ -92,7 +102,13 @@ def create_clip(model: str, pretrained: str | None) -> torch.nn.Module:
     if pretrained is None:
         return open_clip.create_model(model)
     if Path(pretrained).exists():
-        clip = open_clip.create_model(model)
+        # open_clip warns that the model is randomly initialised: true only until the next line.
+        notice = _Drop("Model initialized randomly")
+        logging.getLogger().addFilter(notice)
+        try:
+            clip = open_clip.create_model(model, load_weights=False)
+        finally:
+            logging.getLogger().removeFilter(notice)
         clip.load_state_dict(load_state_dict(pretrained))
         return clip
     tag = open_clip.get_pretrained_cfg(model, pretrained)
