@@ -179,6 +179,7 @@ def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
 class EncodeSettings:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     clips_per_forward: int = 32
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
 
 
 class EncodeClips:
@@ -187,6 +188,8 @@ class EncodeClips:
     failed, as rows with an error and no clip."""
 
     def __init__(self, *, settings: EncodeSettings):
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder = VideoEncoder.create(settings.encoder).eval().to(self.device)
         if self.device.type == "cuda":

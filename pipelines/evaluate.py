@@ -151,7 +151,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvaluateJob, str | None]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
     job, output = parse_args(argv)
     results = run(job)
     if output == "-":

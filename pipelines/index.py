@@ -44,7 +44,9 @@ class IndexJob:
     frames: int | None = None
     batch_size: int = 16  # videos per encoder call
     decoders: int = 1
+    decoder_cpus: float = 0.5  # decoding 8-16 small frames is light next to encoding them
     encoders: int = 1
+    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the cluster's CPUs the decoders leave
     gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
     moments: MomentConfig = field(default_factory=MomentConfig)
     sample_videos: int = 40
@@ -102,7 +104,10 @@ def run(job: IndexJob) -> dict:
         if not ray.is_initialized():
             ray.init()  # joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one
         sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
-        settings = EncodeSettings(encoder=encoder.config())
+        encoder_cpus = job.encoder_cpus or (1.0 if job.gpus_per_encoder else max(
+            1.0, (ray.cluster_resources().get("CPU", 1.0) - job.decoders * job.decoder_cpus) / job.encoders))
+        # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
+        settings = EncodeSettings(encoder=encoder.config(), threads=max(1, round(encoder_cpus)))
         # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
         # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried a
         # bounded number of times instead of Ray's default of forever.
@@ -111,11 +116,11 @@ def run(job: IndexJob) -> dict:
             ray.data.from_items([dict(zip(("uri", "key", "metadata"), row))
                                  for row in zip(*sources_batch(todo).values())])
             .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments},
-                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.decoders), num_cpus=1,
+                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.decoders), num_cpus=job.decoder_cpus,
                          batch_format="numpy", **retries)
             .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=job.batch_size,
                          compute=ray.data.ActorPoolStrategy(size=job.encoders), num_gpus=job.gpus_per_encoder,
-                         num_cpus=0 if job.gpus_per_encoder else 1, batch_format="numpy", **retries)
+                         num_cpus=encoder_cpus, batch_format="numpy", **retries)
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             counts = write(store, batch)
@@ -145,8 +150,10 @@ def parse_args(argv: list[str] | None = None) -> IndexJob:
     parser.add_argument("--schedule", help="token-clustering schedule, e.g. kmedoids@3:4x49 (default: the model's)")
     parser.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call (default: %(default)s)")
-    parser.add_argument("--decoders", type=int, default=1, help="decoding actors, one CPU each (default: %(default)s)")
+    parser.add_argument("--decoders", type=int, default=1, help="decoding actors (default: %(default)s)")
+    parser.add_argument("--decoder-cpus", type=float, default=0.5, help="CPUs per decoding actor (default: %(default)s)")
     parser.add_argument("--encoders", type=int, default=1, help="encoder actors (default: %(default)s)")
+    parser.add_argument("--encoder-cpus", type=float, help="CPUs per encoder actor (default: 1 with GPUs, else what decoders leave)")
     parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
     parser.add_argument("--moment-length", type=float, default=10.0, help="moment window in seconds (default: %(default)s)")
     parser.add_argument("--moment-stride", type=float, default=10.0, help="moment stride in seconds (default: %(default)s)")
@@ -160,7 +167,8 @@ def parse_args(argv: list[str] | None = None) -> IndexJob:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
     summary = run(parse_args(argv))
     print(json.dumps({key: value for key, value in summary.items() if key != "search"}, indent=2))
     if "search" in summary:

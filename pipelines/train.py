@@ -141,7 +141,8 @@ def parse_args(argv: list[str] | None = None) -> TrainJob:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
     job = parse_args(argv)
     result = run(job)
     summary = {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None}
