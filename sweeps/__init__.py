@@ -1,0 +1,1 @@
+"""Ray Tune sweeps of token-clustering schedules: ``python sweeps/sweep.py CONFIG.yaml``."""
