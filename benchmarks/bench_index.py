@@ -10,19 +10,22 @@ the pipeline's actor start-up is timed. The last line prints the ratio (Ray / lo
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import ray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; pipelines/ is beside it
 
-from centerclip import VideoEncoder
-from centerclip.datasets.synthetic import ensure_synthetic
-from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, list_inputs, sources_batch
-from centerclip.store import Store
-from centerclip.video import SamplingConfig
-from pipelines.index import IndexJob, run, write
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+from centerclip import VideoEncoder  # noqa: E402
+from centerclip.datasets.synthetic import ensure_synthetic  # noqa: E402
+from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, list_inputs, sources_batch  # noqa: E402
+from centerclip.store import Store  # noqa: E402
+from centerclip.video import SamplingConfig  # noqa: E402
+from pipelines.index import IndexJob, run, write  # noqa: E402
 
 
 def single_process(folder: Path, db: str, batch_size: int) -> float:
