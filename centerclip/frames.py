@@ -136,3 +136,23 @@ def cached_split(table: pa.Table, sampling: SamplingConfig, cache: str | Path) -
     else:
         os.replace(staging, folder)
     return FrameSet.load(folder)
+
+
+def benchmark_split(dataset: str, root: str | None, split: str, sampling: SamplingConfig, cache: str | Path,
+                    synthetic_videos: int = 2000) -> FrameSet:
+    """A benchmark split decoded once (cached under ``cache``). The synthetic benchmark is
+    generated under ``cache`` when no root is given; videos missing on disk are counted in a
+    warning and left out, never silently."""
+    from .datasets import load
+    from .datasets.synthetic import ensure_synthetic
+
+    if dataset == "synthetic" and root is None:
+        root = str(ensure_synthetic(Path(cache) / "synthetic", synthetic_videos))
+    if root is None:
+        raise ValueError(f"--root is required for {dataset}: the folder holding its annotation files")
+    table = load(dataset, root, split)
+    present = table.filter(table["exists"])
+    if len(present) < len(table):
+        log.warning("%d of %d %s %s videos are missing and are left out", len(table) - len(present), len(table),
+                    dataset, split)
+    return cached_split(present, sampling, Path(cache) / "frames")

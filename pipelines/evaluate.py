@@ -22,13 +22,11 @@ import numpy as np
 import torch
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets
-from centerclip.datasets.synthetic import ensure_synthetic
 from centerclip.evaluation import evaluate
 from centerclip.flops import VisionShape, video_cost
-from centerclip.frames import FrameSet, cached_split
+from centerclip.frames import FrameSet, benchmark_split
 from centerclip.video import SamplingConfig
 
-log = logging.getLogger("centerclip.evaluate")
 
 
 @dataclass(frozen=True)
@@ -48,17 +46,8 @@ class EvaluateJob:
 
 
 def load_split(job: EvaluateJob, encoder: VideoEncoder) -> tuple[FrameSet, Path]:
-    root = job.root
-    if job.dataset == "synthetic" and root is None:
-        root = str(ensure_synthetic(Path(job.cache) / "synthetic", job.synthetic_videos))
-    if root is None:
-        raise ValueError(f"--root is required for {job.dataset}: the folder holding its annotation files")
-    table = datasets.load(job.dataset, root, job.split)
-    present = table.filter(table["exists"])
-    if len(present) < len(table):
-        log.warning("%d of %d videos are missing and are not evaluated", len(table) - len(present), len(table))
     sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
-    data = cached_split(present, sampling, Path(job.cache) / "frames")
+    data = benchmark_split(job.dataset, job.root, job.split, sampling, job.cache, job.synthetic_videos)
     return data, Path(data.frames.filename).parent
 
 

@@ -27,12 +27,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets
-from centerclip.datasets.synthetic import ensure_synthetic
-from centerclip.frames import FrameSet, cached_split
+from centerclip.frames import FrameSet, benchmark_split
 from centerclip.train import Shard, TrainConfig, train
 from centerclip.video import SamplingConfig
 
-log = logging.getLogger("centerclip.train")
 
 
 @dataclass(frozen=True)
@@ -59,18 +57,9 @@ class TrainJob:
 
 def prepare_frames(job: TrainJob) -> Path:
     """Decode the training split once (cached) and return the frame cache's folder."""
-    root = job.root
-    if job.dataset == "synthetic" and root is None:
-        root = str(ensure_synthetic(Path(job.cache) / "synthetic", job.synthetic_videos))
-    if root is None:
-        raise ValueError(f"--root is required for {job.dataset}: the folder holding its annotation files")
-    table = datasets.load(job.dataset, root, job.split)
-    present = table.filter(table["exists"])
-    if len(present) < len(table):
-        log.warning("%d of %d %s videos are missing and are not trained on", len(table) - len(present), len(table), job.dataset)
-    table = present
     size = open_clip.get_model_config(job.model_name)["vision_cfg"]["image_size"]
-    frames = cached_split(table, SamplingConfig(frames=job.frames, size=size), Path(job.cache) / "frames")
+    frames = benchmark_split(job.dataset, job.root, job.split, SamplingConfig(frames=job.frames, size=size),
+                             job.cache, job.synthetic_videos)
     return Path(frames.frames.filename).parent
 
 

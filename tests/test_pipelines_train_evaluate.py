@@ -7,7 +7,7 @@ import torch
 from centerclip import EncoderConfig, Schedule, VideoEncoder
 from centerclip.evaluation import embed_videos
 from centerclip.frames import FrameSet
-from centerclip.train import TrainConfig, train
+from centerclip.train import train
 from pipelines import evaluate as evaluate_pipeline
 from pipelines import train as train_pipeline
 
