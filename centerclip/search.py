@@ -17,7 +17,10 @@ import numpy as np
 import torch
 
 from .encoder import DEFAULT_MODEL, EncoderConfig, VideoEncoder
+from .frames import center_crop
+from .indexing import list_inputs
 from .store import FILTERABLE, Store, equals_filter
+from .video import Decoder, SamplingConfig, VideoDecodeError
 
 # Rows fetched per wanted video: a long video's moments crowd the nearest rows, and every video
 # needs only its best one.
@@ -41,7 +44,7 @@ class Result:
 class SearchConfig:
     db: str
     table: str = "videos"
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: the built-in model
     pretrained: str | None = None
     k: int = 5
     where: tuple[tuple[str, str], ...] = ()  # (column, value) pairs: see store.equals_filter
@@ -79,6 +82,19 @@ class Searcher:
         ``exclude`` (its id) so that a video in the index is not returned as similar to itself."""
         results = self.vector(vector, k + (exclude is not None), where)
         return [result for result in results if result.video_id != exclude][:k]
+
+    @torch.inference_mode()
+    def video(self, path: str, k: int = 5, where: Mapping[str, str | Sequence[str]] | None = None) -> list[Result]:
+        """The k videos most similar to a video file (decoded in an isolated process), without the
+        file itself when it is in the index."""
+        sampling = SamplingConfig(frames=self.encoder.frames, size=self.encoder.image_size[0])
+        with Decoder() as decoder:
+            clip = decoder.sample_clip(path, sampling)
+        frames = torch.from_numpy(np.ascontiguousarray(center_crop(clip.frames, sampling.size)))[None]
+        device = self.encoder.clip.logit_scale.device
+        vector = self.encoder.encode_video(self.encoder.preprocess(frames.to(device)))[0].float().cpu().numpy()
+        sources, _ = list_inputs([path])
+        return self.similar(vector, k, exclude=sources[0].key if sources else None, where=where)
 
     def vector(self, vector: np.ndarray, k: int = 5,
                where: Mapping[str, str | Sequence[str]] | None = None) -> list[Result]:
@@ -125,15 +141,16 @@ def parse_where(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Search indexed videos with a text query.")
-    parser.add_argument("query", help="what to look for, e.g. \"a red circle moves left\"")
+    parser = argparse.ArgumentParser(description="Search indexed videos with a text query, or for videos like a video file.")
+    parser.add_argument("query", nargs="?", help="what to look for, e.g. \"a red circle moves left\"")
+    parser.add_argument("--video", metavar="PATH", help="instead of a text query: find videos similar to this file")
     parser.add_argument("--db", required=True,
                         help="LanceDB database (directory or object-store URI) written by pipelines/index.py")
     parser.add_argument("--table", default="videos", help="embeddings table in the database (default: videos)")
     parser.add_argument("--k", type=int, default=5, help="number of videos to return (default: 5)")
     parser.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"open_clip model name the collection was indexed with (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=None,
+                        help=f"open_clip model name the collection was indexed with (default: the built-in {DEFAULT_MODEL})")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or weights file of that model (default: the model's own)")
     parser.add_argument("--where", type=parse_where, action="append", default=[], metavar="COLUMN=VALUE",
@@ -142,11 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def search(config: SearchConfig, query: str) -> list[Result]:
+def search(config: SearchConfig, query: str | None = None, video: str | None = None) -> list[Result]:
+    """Text query or video file (exactly one) -> the k best videos."""
+    if (query is None) == (video is None):
+        raise ValueError("give either a text query or --video PATH")
     where: dict[str, list[str]] = {}
     for column, value in config.where:
         where.setdefault(column, []).append(value)
-    return Searcher.create(config).text(query, config.k, where)
+    searcher = Searcher.create(config)
+    return searcher.text(query, config.k, where) if video is None else searcher.video(video, config.k, where)
 
 
 def main(argv: Sequence[str] | None = None) -> list[Result]:
@@ -155,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     config = SearchConfig(db=args.db, table=args.table, model=args.model, pretrained=args.pretrained,
                           k=args.k, where=tuple(args.where))
     try:
-        results = search(config, args.query)
-    except ValueError as error:
+        results = search(config, args.query, args.video)
+    except (ValueError, VideoDecodeError) as error:
         parser.error(str(error))
     print(json.dumps([result.to_dict() for result in results], indent=2) if args.json else format_table(results))
     return results

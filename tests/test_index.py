@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from centerclip import search as search_cli
 from centerclip.store import Store
 from pipelines import index
 from tests.videos import truncate, write_video
@@ -66,9 +67,18 @@ def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(r
     assert summary["videos"] == 10 and summary["errors"] == 0
     search = summary["search"]
     assert search["expected"] in [Path(result["uri"]).name for result in search["results"]]
-    searcher = index.Searcher(Store.open(str(tmp_path / "db")), index.VideoEncoder.create())
+    db = str(tmp_path / "db")
+    cli = search_cli.main([search["query"], "--db", db, "--k", "3", "--json"])  # the built-in model, as indexed
+    assert search["expected"] in [Path(result.uri).name for result in cli]
+    searcher = index.Searcher(Store.open(db), index.VideoEncoder.create())
     assert searcher.text(search["query"], k=3, where={"uri": "' OR '1'='1"}) == []
     assert len(searcher.text(search["query"], k=3, where={"kind": "video"})) == 3
+
+    video = next(Path(result["uri"]) for result in search["results"])
+    similar = search_cli.main(["--video", str(video), "--db", db, "--k", "4"])
+    assert len(similar) == 4 and str(video) not in [result.uri for result in similar]
+    with pytest.raises(SystemExit):
+        search_cli.main(["--db", db])  # neither a query nor a video
 
 
 def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, tmp_path):
