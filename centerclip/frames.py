@@ -49,10 +49,6 @@ class FrameSet:
         """uint8 [B, T, S, S, 3] frames of the given videos."""
         return torch.from_numpy(np.ascontiguousarray(self.frames[np.asarray(indices)]))
 
-    def subset(self, indices: np.ndarray) -> FrameSet:
-        return FrameSet(self.frames[indices], [self.captions[i] for i in indices], [self.video_ids[i] for i in indices],
-                        None if self.temporal is None else self.temporal[indices])
-
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -106,11 +106,6 @@ def remove(model: nn.Module) -> nn.Module:
     return visual
 
 
-def applied_schedule(model: nn.Module) -> Schedule:
-    state = getattr(vision_tower(model), _STATE, None)
-    return state.schedule if state else Schedule()
-
-
 def set_videos(model: nn.Module, videos: int) -> None:
     """Tell the patched blocks how many videos the next forward's frame batch holds."""
     state = getattr(vision_tower(model), _STATE, None)

@@ -89,10 +89,11 @@ def indices_shown(clip):
     return [frame_index(frame) for frame in clip.frames]
 
 
-@pytest.mark.parametrize("name", GOOD)
+# A platform condition, not a test result: PyAV wheels ship AV1 encoders on some builds only.
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.skipif(not can_encode(codec), reason=f"this PyAV build has no {codec} encoder"))
+    for name, (_, codec, _) in GOOD.items()])
 def test_good_videos_decode_in_order(videos, name):
-    if name not in videos:
-        pytest.skip(f"PyAV here cannot encode {GOOD[name][1]}")
     clip = sample_clip(videos[name], CONFIG)
     assert clip.frames.shape == (6, 32, 42, 3) and clip.frames.dtype == np.uint8
     assert clip.backend == GOOD[name][2]
