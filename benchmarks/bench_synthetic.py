@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from centerclip.datasets.synthetic import CODEC, generate, plan, render
+from centerclip.datasets.synthetic import CODEC, generate, render
+from centerclip.datasets.synthetic_scenes import plan
 
 SIZES = (112, 224)
 RESULTS = Path(__file__).with_name("RESULTS_synthetic.md")

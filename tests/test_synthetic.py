@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 
 from centerclip.datasets import SCHEMA, load
-from centerclip.datasets.synthetic import (
-    COLORS,
-    DIRECTIONS,
-    SHAPES,
-    ensure_synthetic,
-    generate,
-    main,
-    plan,
-    render,
-    twin,
-    write_video,
-)
+from centerclip.datasets.synthetic import ensure_synthetic, generate, main, render, write_video
+from centerclip.datasets.synthetic_scenes import COLORS, DIRECTIONS, SHAPES, plan, twin
 
 VIDEOS = 12  # six pairs: train, val and test, twins and non-twins (see PAIR_PLAN)
 ANNOTATIONS = ("MSRVTT_data.json", "synthetic_train.csv", "synthetic_val.csv", "synthetic_test.csv", "synthetic.json")
