@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import tempfile
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import Iterator
@@ -56,8 +57,32 @@ def local_file(path: str | os.PathLike, filesystem: pyarrow.fs.FileSystem | None
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def uri_from_path(path: str | bytes) -> str:
+    """How a local absolute path is stored: itself when its bytes are valid UTF-8, else a
+    ``file://`` URI with the bytes percent-encoded (RFC 8089), so every name is stored reversibly
+    and no stored path is ambiguous (stored paths start with "/", never with "file:")."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "file://" + urllib.parse.quote_from_bytes(raw, safe="/")
+
+
+def path_from_uri(uri: str) -> str | None:
+    """The local path a uri names (a ``str`` that ``os`` functions take, even for names that are
+    not UTF-8), or None for a uri of another file system (s3://, gs://...)."""
+    if not _URI.match(uri):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    return os.fsdecode(urllib.parse.unquote_to_bytes(parts.path))
+
+
 @contextmanager
 def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: int) -> Iterator[str]:
+    if filesystem is None and path_from_uri(path) is not None:
+        path = path_from_uri(path)
     try:
         if filesystem is None and _URI.match(path):
             filesystem, path = pyarrow.fs.FileSystem.from_uri(path)
@@ -68,7 +93,8 @@ def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: 
         # An absolute path also keeps FFmpeg from reading "name:rest" as a protocol.
         local = os.path.abspath(path)
         _check_local(local, max_bytes)
-        yield local
+        with _utf8_name(local) as name:
+            yield name
         return
     if info.type == pyarrow.fs.FileType.NotFound:
         raise VideoDecodeError(path, "no such file")
@@ -84,6 +110,21 @@ def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: 
                 copy.write(chunk)
         copy.flush()
         yield copy.name
+
+
+@contextmanager
+def _utf8_name(path: str) -> Iterator[str]:
+    """``path``, or a symlink to it with a UTF-8 name: decoders take names as UTF-8 strings."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory(prefix="centerclip-") as folder:
+            suffix = os.path.splitext(path)[1]
+            link = os.path.join(folder, "video" + (suffix if suffix.isascii() else ""))
+            os.symlink(os.fsencode(path), link)
+            yield link
+    else:
+        yield path
 
 
 def _check_local(path: str, max_bytes: int) -> None:

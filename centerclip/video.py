@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 # PyAV before decord: decord loads its own, older FFmpeg and libvpx with RTLD_GLOBAL, and libvpx
 # (unversioned symbols) then shadows PyAV's, whose VP8/VP9 encoders fail ("ABI version mismatch").
@@ -146,6 +146,11 @@ def decode_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 def _probe_local(path: str) -> VideoInfo:
     """Read the container header only: cheap, and it works for codecs decord lacks."""
+    return _probe_header(path)[0]
+
+
+def _probe_header(path: str) -> tuple[VideoInfo, str]:
+    """The header's VideoInfo and the container format's name."""
     try:
         container = av.open(path)
     except (av.FFmpegError, OSError) as error:
@@ -161,7 +166,8 @@ def _probe_local(path: str) -> VideoInfo:
             duration = (container.duration or 0) / av.time_base
         frames = stream.frames or round(duration * fps)
         context = stream.codec_context
-        return VideoInfo(frames, fps, duration, context.width, context.height, stream.codec.canonical_name)
+        info = VideoInfo(frames, fps, duration, context.width, context.height, stream.codec.canonical_name)
+        return info, container.format.name
 
 
 def _check_limits(path: str, info: VideoInfo, limits: Limits) -> None:
@@ -183,7 +189,12 @@ class _DecordReader:
 
 
 class _PyAVReader:
-    """Decodes sequentially: PyAV is the fallback, and one pass serves every moment of a video."""
+    """Decodes sequentially: PyAV is the fallback, and one pass serves every moment of a video.
+
+    A packet of size zero with a timestamp is a frame that repeats the one before (Theora writes
+    them for still scenes, NUT and AVI keep them): it is counted and read as that frame, never
+    sent to the decoder, which refuses it ("Invalid argument"). The empty packet without a
+    timestamp that ends the stream flushes the decoder."""
 
     def __init__(self, path: str, width: int, height: int):
         self._path, self._width, self._height = path, width, height
@@ -192,22 +203,44 @@ class _PyAVReader:
             self.fps = float(stream.average_rate or stream.guessed_rate or 0)
             # Headers omit the count (WebM) or overstate it (truncated files); demuxing counts the
             # frames actually there without decoding them, as decord does when it opens a file.
-            self.frames = sum(1 for packet in container.demux(stream) if packet.size)
+            self.frames = sum(1 for packet in container.demux(stream) if packet.size or packet.pts is not None)
+
+    def _frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        last = None
+        for packet in container.demux(stream):
+            if not packet.size and packet.pts is not None:
+                if last is not None:
+                    yield last
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:  # a damaged packet: the frames around it still decode
+                continue
+            for last in frames:
+                yield last
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), self._height, self._width, 3), np.uint8)
+        position = decoded = 0
         with av.open(self._path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            position = 0
-            for index, frame in enumerate(container.decode(stream)):
-                if index == indices[position]:
+            for decoded, frame in enumerate(self._frames(container), 1):
+                if decoded - 1 == indices[position]:
                     out[position] = frame.to_ndarray(
                         width=self._width, height=self._height, format="rgb24", interpolation="BICUBIC")
                     position += 1
                     if position == len(indices):
                         return out
-        raise RuntimeError(f"the video ends before frame {indices[position]}")
+            raise _EndedEarly(decoded)
+
+
+class _EndedEarly(Exception):
+    """Fewer frames decode than the container holds packets for (a truncated or damaged file)."""
+
+    def __init__(self, decoded: int):
+        super().__init__(f"only {decoded} frames decode")
+        self.decoded = decoded
 
 
 READERS = {"decord": _DecordReader, "pyav": _PyAVReader}
@@ -215,27 +248,32 @@ READERS = {"decord": _DecordReader, "pyav": _PyAVReader}
 Windows = Callable[[float], list[tuple[float, float | None]]]
 
 
+# Containers without an index: decord seeks in them by timestamps and returns the wrong frames
+# (MPEG-2 program streams, MPEG-TS), so PyAV's sequential decoding goes first.
+_SEQUENTIAL_FIRST = {"mpeg", "mpegts", "mpegvideo"}
+
+
 def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Clip]:
     """Decode the union of the frames of all windows once, then cut it into clips."""
-    header = _probe_local(path)
+    header, container = _probe_header(path)
     if not header.width or not header.height:
         raise VideoDecodeError(path, "cannot decode: no frame size in the header")
     _check_limits(path, header, config.limits)
     width, height = decode_size(header.width, header.height, config.size)
+    backends = sorted(config.backends, key=lambda name: container in _SEQUENTIAL_FIRST and name != "pyav")
     failures = []
-    for name in config.backends:
+    for name in backends:
         try:
             reader = READERS[name](path, width, height)
-            if reader.frames < 1 or not reader.fps > 0:
-                raise RuntimeError(f"{reader.frames} frames at {reader.fps} fps")
-            info = replace(header, frames=reader.frames, fps=reader.fps, duration=reader.frames / reader.fps)
-            _check_limits(path, info, config.limits)
-            windows = [(start, info.duration if end is None else min(end, info.duration))
-                       for start, end in windows_for(info.duration)]
-            plans = [sample_indices(info.frames, info.fps, config.frames, start, end, config.max_fps)
-                     for start, end in windows]
-            unique = np.unique(np.concatenate([indices for indices, _ in plans]))
-            decoded = reader.read(unique)
+            info = replace(header, frames=reader.frames, fps=reader.fps)
+            try:
+                plan = _plan(path, info, config, windows_for)
+                decoded = reader.read(plan[-1])
+            except _EndedEarly as short:
+                # Sample within the frames that do decode.
+                plan = _plan(path, replace(info, frames=short.decoded), config, windows_for)
+                decoded = reader.read(plan[-1])
+            info, windows, plans, unique = plan
         except VideoDecodeError:
             raise
         except Exception as error:  # noqa: BLE001 - any decoder failure means: try the next one
@@ -247,6 +285,19 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
             for (start, end), (indices, mask) in zip(windows, plans)
         ]
     raise VideoDecodeError(path, "cannot decode: " + "; ".join(failures))
+
+
+def _plan(path: str, info: VideoInfo, config: SamplingConfig, windows_for: Windows):
+    """(info with its duration, windows, (indices, mask) per window, the frames to decode)."""
+    if info.frames < 1 or not info.fps > 0:
+        raise RuntimeError(f"{info.frames} frames at {info.fps} fps")
+    info = replace(info, duration=info.frames / info.fps)
+    _check_limits(path, info, config.limits)
+    windows = [(start, info.duration if end is None else min(end, info.duration))
+               for start, end in windows_for(info.duration)]
+    plans = [sample_indices(info.frames, info.fps, config.frames, start, end, config.max_fps)
+             for start, end in windows]
+    return info, windows, plans, np.unique(np.concatenate([indices for indices, _ in plans]))
 
 
 def _check_window(start: float | None, end: float | None) -> None:

@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from centerclip.decode_source import path_from_uri, uri_from_path
 from centerclip.video import (
     Decoder, Limits, SamplingConfig, VideoDecodeError, VideoInfo, decode_size, model_preprocessing, moments, preprocess,
     probe, sample_clip, sample_indices, sample_moments,
@@ -345,3 +346,45 @@ def test_model_preprocessing(tiny_clip):
     squash = types.SimpleNamespace(preprocess_cfg={**tiny_clip.visual.preprocess_cfg, "resize_mode": "squash"})
     with pytest.raises(ValueError):
         model_preprocessing(squash)
+
+
+def test_zero_size_packets_repeat_the_frame_before(tmp_path):
+    # Every third frame is an empty packet ("the same frame again", as Theora writes still scenes):
+    # decoders refuse such packets, so PyAV's path must read them as repeats and keep the timeline.
+    path = write_video(tmp_path / "repeats.nut", codec="mpeg4", frames=30, repeat_every=3)
+    clip = sample_clip(path, CONFIG)
+    assert clip.backend == "pyav" and clip.info.frames == 30 and clip.info.duration == 3.0
+    # Slots 2, 17 are repeats of frames 1, 16.
+    assert indices_shown(clip) == [1, 7, 12, 16, 22, 27]
+
+
+def test_damaged_tail_is_sampled_within_the_frames_that_decode(tmp_path):
+    # 30 packets demux but only the first 12 decode: sample those, not frames that do not exist.
+    path = write_video(tmp_path / "damaged.mkv", codec="mpeg4", frames=30, damage_after=12)
+    clip = sample_clip(path, CONFIG)
+    assert clip.info.frames == 12 and clip.info.duration == pytest.approx(1.2)
+    assert indices_shown(clip) == [1, 3, 5, 7, 9, 11]
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [
+    ("vp8.ogv", "libvpx", "yuv420p"),  # Ogg: this PyAV build has no Theora encoder (decoder only)
+    ("vp8.ogg", "libvpx", "yuv420p"),
+    ("anim.gif", "gif", "rgb8"),
+    ("mpeg2.mpg", "mpeg2video", "yuv420p"),
+    ("h264.ts", "libx264", "yuv420p"),
+])
+def test_other_containers_decode_the_right_frames(tmp_path, name, codec, pix_fmt):
+    # MPEG program and transport streams have no index: decord seeks in them to wrong frames.
+    clip = sample_clip(write_video(tmp_path / name, codec=codec, pix_fmt=pix_fmt), CONFIG)
+    assert indices_shown(clip) == [2, 7, 12, 17, 22, 27] and clip.info.frames == 30
+
+
+def test_names_that_are_not_utf8_decode_from_their_uri(videos, tmp_path, decoder):
+    path = os.fsencode(tmp_path) + b"/bad\xff name.mp4"
+    shutil.copy(videos["h264"], path)
+    uri = uri_from_path(path)
+    assert uri.startswith("file://") and uri.endswith("/bad%FF%20name.mp4")
+    assert os.fsencode(path_from_uri(uri)) == path
+    assert uri_from_path(videos["h264"]) == str(videos["h264"]) and path_from_uri("s3://b/k.mp4") is None
+    assert indices_shown(decoder.sample_clip(uri, CONFIG)) == [2, 7, 12, 17, 22, 27]
+    assert indices_shown(sample_clip(os.fsdecode(path), CONFIG)) == [2, 7, 12, 17, 22, 27]

@@ -7,6 +7,7 @@ conversion: tests check sampling order and windows on real decoded pixels.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -38,13 +39,33 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def write_video(path: Path, *, codec: str = "libx264", frames: int = 30, fps: int = 10, width: int = 64,
-                height: int = 48) -> Path:
-    with av.open(str(path), "w") as output:
+                height: int = 48, container: str | None = None, repeat_every: int = 0, damage_after: int | None = None,
+                pix_fmt: str = "yuv420p") -> Path:
+    """A video of ``frames`` striped frames. ``repeat_every`` n: every n-th frame is written as a
+    zero-size packet, which means "the frame before, again" (Theora's way; NUT keeps such packets).
+    ``damage_after`` n: packets after the n-th carry zeros instead of coded data (a damaged tail
+    that demuxes but does not decode)."""
+    with av.open(str(path), "w", format=container) as output:
         stream = output.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.codec_context.time_base = Fraction(1, fps)
+        written = 0
         for index in range(frames):
+            if repeat_every and index % repeat_every == repeat_every - 1:
+                repeat = av.Packet(b"")
+                repeat.stream, repeat.time_base, repeat.pts, repeat.dts = stream, Fraction(1, fps), index, index
+                output.mux(repeat)
+                continue
             frame = av.VideoFrame.from_ndarray(stripes(index, width, height), format="rgb24")
-            output.mux(stream.encode(frame))
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                written += 1
+                if damage_after is not None and written > damage_after:
+                    damaged = av.Packet(bytes(packet.size))
+                    damaged.stream, damaged.time_base = stream, packet.time_base
+                    damaged.pts, damaged.dts = packet.pts, packet.dts
+                    packet = damaged
+                output.mux(packet)
         output.mux(stream.encode())
     return path
 
