@@ -195,20 +195,33 @@ class Store:
             raise ValueError("a moment row needs start < end")
         return _keep_last(table, "id")
 
-    def upsert(self, columns: Mapping[str, Any] | pa.Table) -> int:
+    def upsert(self, columns: Mapping[str, Any] | pa.Table, *, replace: bool = False) -> int:
         """Insert rows, replacing rows with the same id; the inputs written leave the errors table.
-        Returns the number of rows written."""
+        ``replace``: the rows are *all* the rows of their uris (whole videos with their moments, as
+        the indexer writes them), so rows the table holds for these uris under other ids (an older
+        version of the file, moments it no longer has) are deleted in the same commit: search never
+        sees two generations of a file. Returns the number of rows written."""
         table = self.rows(columns)
         if not len(table):
             return 0
-        retry_conflicts(lambda: self.videos.merge_insert("id").when_matched_update_all()
-                        .when_not_matched_insert_all().execute(table))
-        self._clear_errors(set(table.column("uri").to_pylist()))
+        uris = sorted(set(table.column("uri").to_pylist()))
+
+        def merge():
+            builder = self.videos.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+            # The delete clause scans the table: only batches that replace something pay for it.
+            if replace and self._uris_with_rows(uris):
+                builder = builder.when_not_matched_by_source_delete(col("uri").isin(uris))
+            return builder.execute(table)
+        retry_conflicts(merge)
+        # A kill between the two commits leaves an error row beside the rows: reconcile() clears it.
+        self._clear_errors(set(uris))
         return len(table)
 
     def record_errors(self, failures: Iterable[Mapping[str, Any]]) -> int:
         """Upsert failures: dicts with uri, stage, reason and optionally key. One row per uri: a
-        failure that happens again replaces the previous one."""
+        failure that happens again replaces the previous one. An input with an error has no rows:
+        the rows of these uris are deleted first (a file that changed and now fails leaves no stale
+        rows; a kill in between leaves neither, and the next run tries the file again)."""
         failures = list(failures)
         for failure in failures:
             if failure["stage"] not in ERROR_STAGES:
@@ -219,6 +232,7 @@ class Store:
              "reason": str(failure["reason"]), "time": now} for failure in failures], schema=ERRORS_SCHEMA)
         table = _keep_last(table, "uri")
         if len(table):
+            self._delete_rows(self._uris_with_rows(table.column("uri").to_pylist()))
             retry_conflicts(lambda: self.errors_table.merge_insert("uri").when_matched_update_all()
                             .when_not_matched_insert_all().execute(table))
         return len(table)
@@ -226,9 +240,68 @@ class Store:
     def errors(self) -> pa.Table:
         return self.errors_table.to_arrow()
 
-    def _clear_errors(self, uris: set[str]) -> None:
+    def failed_keys(self) -> dict[str, str | None]:
+        """uri -> the key of the version that failed (None: failed before it had a key)."""
+        errors = self.errors_table.to_arrow().select(["uri", "key"])
+        return dict(zip(errors.column("uri").to_pylist(), errors.column("key").to_pylist()))
+
+    def reconcile(self) -> int:
+        """Make the errors table agree with the rows: an error row whose uri has rows is left by a
+        run killed between the rows' commit and the error's removal, and the rows are the newer
+        truth. Returns the number of error rows removed."""
+        stale = self._uris_with_rows(self.failed_keys())
+        self._clear_errors(stale)
+        return len(stale)
+
+    def video_ids(self, uris: Iterable[str], chunk: int = 2048) -> dict[str, set[str]]:
+        """uri -> the ids of its video rows (more than one: generations a replace never removed)."""
+        uris, found = sorted(set(uris)), {}
+        for begin in range(0, len(uris), chunk):
+            hits = (self.videos.search().where((col("kind") == lit("video")) & col("uri").isin(uris[begin:begin + chunk]))
+                    .select(["uri", "video_id"]).limit(None).to_arrow())
+            for uri, video_id in zip(hits.column("uri").to_pylist(), hits.column("video_id").to_pylist()):
+                found.setdefault(uri, set()).add(video_id)
+        return found
+
+    def delete_videos(self, video_ids: Iterable[str], chunk: int = 2048) -> int:
+        """Delete videos with their moments; returns the number of rows deleted."""
+        video_ids, deleted = check_keys(sorted(set(video_ids))), 0
+        for begin in range(0, len(video_ids), chunk):
+            condition = col("video_id").isin(video_ids[begin:begin + chunk])
+            deleted += retry_conflicts(lambda: self.videos.delete(condition)).num_deleted_rows
+        return deleted
+
+    def prune(self, covers: Callable[[str], bool], keep: set[str]) -> dict[str, int]:
+        """Remove the rows and error rows of uris that ``covers`` speaks for and ``keep`` lacks: the
+        files a listing no longer finds. Returns how many videos, rows and error rows went."""
+        listed = self.videos.search().where(col("kind") == lit("video")).select(["uri"]).limit(None).to_arrow()
+        gone_videos = {uri for uri in listed.column("uri").to_pylist() if uri not in keep and covers(uri)}
+        gone_errors = {uri for uri in self.failed_keys() if uri not in keep and covers(uri)}
+        rows = self._delete_rows(gone_videos)
+        self._clear_errors(gone_errors)
+        return {"videos": len(gone_videos), "rows": rows, "errors": len(gone_errors)}
+
+    def _uris_with_rows(self, uris: Iterable[str], chunk: int = 2048) -> set[str]:
+        uris, found = sorted(set(uris)), set()
+        for begin in range(0, len(uris), chunk):
+            hits = (self.videos.search().where(col("uri").isin(uris[begin:begin + chunk]))
+                    .select(["uri"]).limit(None).to_arrow())
+            found.update(hits.column("uri").to_pylist())
+        return found
+
+    def _delete_rows(self, uris: Iterable[str], chunk: int = 2048) -> int:
+        uris, deleted = sorted(set(uris)), 0
+        for begin in range(0, len(uris), chunk):
+            condition = col("uri").isin(uris[begin:begin + chunk])
+            deleted += retry_conflicts(lambda: self.videos.delete(condition)).num_deleted_rows
+        return deleted
+
+    def _clear_errors(self, uris: set[str], chunk: int = 2048) -> None:
+        uris = sorted(uris)
         if uris and self.errors_table.count_rows():
-            retry_conflicts(lambda: self.errors_table.delete(col("uri").isin(sorted(uris))))
+            for begin in range(0, len(uris), chunk):
+                condition = col("uri").isin(uris[begin:begin + chunk])
+                retry_conflicts(lambda: self.errors_table.delete(condition))
 
     def indexed_keys(self, keys: Iterable[str], chunk: int = 2048) -> set[str]:
         """The subset of ``keys`` (ids of videos or moments) that the table already holds."""

@@ -1,5 +1,6 @@
 import threading
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -194,3 +195,47 @@ def test_ensure_index_creates_updates_and_rebuilds(tmp_path):
     assert [index.name for index in store.videos.list_indices()] == ["vector_ivf12"]
     hits = store.search(vectors[700], 3)
     assert hits.column("id")[0].as_py() == keys(1, 700)[0]
+
+
+def test_replace_swaps_every_row_of_a_uri_in_one_commit(store):
+    old, new = video_key("/v/a.mp4", 1, 1), video_key("/v/a.mp4", 2, 2)
+    other = keys(1)
+    moments = [moment_key(old, start, start + 10.0) for start in (0.0, 10.0, 20.0)]
+    store.upsert({**rows([old, *moments], uri="/v/a.mp4"), "video_id": [old] * 4, "kind": ["video"] + ["moment"] * 3,
+                  "start": [None, 0.0, 10.0, 20.0], "end": [None, 10.0, 20.0, 30.0]}, replace=True)
+    store.upsert(rows(other, uri="/v/b.mp4"), replace=True)
+    version = store.videos.version
+    store.upsert(rows([new], uri="/v/a.mp4"), replace=True)
+    assert store.videos.version == version + 1  # the delete and the insert are one commit
+    table = store.videos.to_arrow().to_pylist()
+    assert sorted((row["uri"], row["id"]) for row in table) == [("/v/a.mp4", new), ("/v/b.mp4", other[0])]
+    assert store.video_ids(["/v/a.mp4", "/v/b.mp4", "/v/c.mp4"]) == {"/v/a.mp4": {new}, "/v/b.mp4": {other[0]}}
+
+
+def test_an_error_removes_the_rows_of_its_uri_and_reconcile_removes_errors_beside_rows(store):
+    ids = keys(3)
+    store.upsert(rows(ids[:2], uri="/v/a.mp4"))
+    store.record_errors([{"uri": "/v/a.mp4", "key": ids[2], "stage": "decode", "reason": "cannot decode: x"}])
+    assert store.count() == 0 and store.failed_keys() == {"/v/a.mp4": ids[2]}
+    # What a kill between a write's row commit and its error cleanup leaves: rows and an error.
+    store.videos.add(store.rows(rows(ids[:1], uri="/v/a.mp4")))
+    store.errors_table.add(pa.Table.from_pylist([{"uri": "/v/b.mp4", "key": None, "stage": "probe",
+                                                  "reason": "no such file", "time": datetime.now(timezone.utc)}],
+                                                schema=ERRORS_SCHEMA))
+    assert store.reconcile() == 1
+    assert store.failed_keys() == {"/v/b.mp4": None} and store.count() == 1
+
+
+def test_prune_removes_only_what_the_listing_covers_and_lacks(store):
+    store.upsert(rows(keys(1, 0), uri="/lib/kept.mp4"))
+    store.upsert(rows(keys(1, 1), uri="/lib/gone.mp4"))
+    store.upsert(rows(keys(1, 2), uri="/elsewhere/gone.mp4"))
+    store.upsert({**rows([moment_key(keys(1, 1)[0], 0.0, 1.0)], uri="/lib/gone.mp4", kind="moment"),
+                  "video_id": keys(1, 1), "start": [0.0], "end": [1.0]})
+    store.record_errors([{"uri": "/lib/bad.mp4", "stage": "decode", "reason": "x"},
+                         {"uri": "/elsewhere/bad.mp4", "stage": "decode", "reason": "x"}])
+    pruned = store.prune(lambda uri: uri.startswith("/lib/"), keep={"/lib/kept.mp4"})
+    assert pruned == {"videos": 1, "rows": 2, "errors": 1}
+    assert sorted(store.videos.to_arrow().column("uri").to_pylist()) == ["/elsewhere/gone.mp4", "/lib/kept.mp4"]
+    assert list(store.failed_keys()) == ["/elsewhere/bad.mp4"]
+    assert store.delete_videos(keys(1, 2)) == 1 and store.count() == 1
