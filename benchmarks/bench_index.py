@@ -22,7 +22,8 @@ import ray  # noqa: E402
 
 from centerclip import VideoEncoder  # noqa: E402
 from centerclip.datasets.synthetic import ensure_synthetic  # noqa: E402
-from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, list_inputs, sources_batch  # noqa: E402
+from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch  # noqa: E402
+from centerclip.listing import list_inputs  # noqa: E402
 from centerclip.store import Store  # noqa: E402
 from centerclip.video import SamplingConfig  # noqa: E402
 from pipelines.index import IndexJob, run, write  # noqa: E402
@@ -33,7 +34,7 @@ def single_process(folder: Path, db: str, batch_size: int) -> float:
     start = time.perf_counter()
     encoder = VideoEncoder.create()
     store = Store.open(db, dim=encoder.embed_dim)
-    sources, _ = list_inputs([str(folder)])
+    sources = list_inputs([str(folder)]).sources
     decode = DecodeVideos(sampling=SamplingConfig(frames=encoder.frames, size=encoder.image_size[0]), moments=MomentConfig())
     encode = EncodeClips(settings=EncodeSettings(encoder=encoder.config()))
     for begin in range(0, len(sources), batch_size):

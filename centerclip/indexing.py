@@ -1,7 +1,7 @@
 """The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
 can run them (pipelines/index.py) and tests can call them directly.
 
-listing -> DecodeVideos (CPU) -> EncodeClips (GPU when present) -> Store.upsert
+listing (listing.py) -> DecodeVideos (CPU) -> EncodeClips (GPU when present) -> Store.upsert
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
 video and, for long videos, its moments), so every batch the writer sees holds whole videos and a
@@ -11,26 +11,19 @@ the stage it failed at, and ends in the errors table instead.
 
 from __future__ import annotations
 
-import csv
-import glob
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-import pyarrow.fs
-import pyarrow.parquet as pq
 import torch
 
 from .encoder import EncoderConfig, VideoEncoder
 from .frames import center_crop
-from .store import moment_key, video_key
+from .listing import Source
+from .store import moment_key
 from .video import Decoder, SamplingConfig, VideoDecodeError
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv", ".ts")
-MANIFEST_EXTENSIONS = (".csv", ".parquet", ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -40,90 +33,6 @@ class MomentConfig:
     length: float = 10.0
     stride: float = 10.0
     min_duration: float = 20.0
-
-
-@dataclass(frozen=True)
-class Source:
-    uri: str
-    key: str
-    metadata: str = "{}"  # JSON of the manifest's extra columns
-
-
-def _filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    if "://" in uri:
-        return pyarrow.fs.FileSystem.from_uri(uri)
-    return pyarrow.fs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def _is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def _source(uri: str, info: pyarrow.fs.FileInfo, identity: str | None = None, metadata: dict | None = None) -> Source:
-    mtime_ns = info.mtime_ns if info.mtime_ns is not None else 0
-    return Source(uri, video_key(identity or uri, info.size or 0, mtime_ns),
-                  json.dumps(metadata or {}, sort_keys=True, default=str))
-
-
-def _manifest_rows(path: str) -> Iterator[dict[str, Any]]:
-    if path.endswith(".parquet"):
-        yield from pq.read_table(path).to_pylist()
-    elif path.endswith(".jsonl"):
-        with open(path) as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
-    else:
-        with open(path, newline="") as file:
-            yield from csv.DictReader(file)
-
-
-def list_inputs(inputs: list[str]) -> tuple[list[Source], list[dict]]:
-    """Expand folders, globs, manifests (.csv/.parquet/.jsonl with a ``uri`` column and optional
-    ``id`` and metadata columns), object-store prefixes and single files into sources with stable
-    keys (from uri or id, size and modification time). Inputs that cannot be listed come back as
-    errors (uri, stage "probe", reason), never silently dropped."""
-    sources: list[Source] = []
-    errors: list[dict] = []
-    for item in inputs:
-        if "://" not in item and any(char in item for char in "*?["):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                errors.append({"uri": item, "stage": "probe", "reason": "the glob matches no file"})
-            paths = [m for m in matches if os.path.isfile(m)]
-            for path in paths:
-                sources.append(_source(os.path.abspath(path), pyarrow.fs.LocalFileSystem().get_file_info(os.path.abspath(path))))
-            continue
-        if "://" not in item and item.lower().endswith(MANIFEST_EXTENSIONS) and os.path.isfile(item):
-            for number, row in enumerate(_manifest_rows(item), 1):
-                uri = row.pop("uri", None)
-                if not uri:
-                    raise ValueError(f"manifest {item}, row {number}: no 'uri' value (columns: uri, optional id and metadata)")
-                identity = row.pop("id", None)
-                fs, path = _filesystem(uri)
-                info = fs.get_file_info(path)
-                if info.type != pyarrow.fs.FileType.File:
-                    errors.append({"uri": uri, "stage": "probe", "reason": "not a regular file" if info.type else "no such file"})
-                    continue
-                sources.append(_source(uri, info, f"id:{identity}" if identity else None, {"id": identity, **row} if identity else row))
-            continue
-        fs, path = _filesystem(item)
-        info = fs.get_file_info(path)
-        if info.type == pyarrow.fs.FileType.Directory:
-            prefix = item.rstrip("/") if "://" in item else None
-            for entry in sorted(fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True)), key=lambda e: e.path):
-                if entry.type == pyarrow.fs.FileType.File and _is_video(entry.path):
-                    uri = f"{prefix}/{os.path.relpath(entry.path, path)}" if prefix else entry.path
-                    sources.append(_source(uri, entry))
-        elif info.type == pyarrow.fs.FileType.NotFound:
-            errors.append({"uri": item, "stage": "probe", "reason": "no such file or folder"})
-        else:
-            sources.append(_source(item if "://" in item else path, info))
-    unique = {source.key: source for source in sources}  # the same file listed twice is one video
-    return list(unique.values()), errors
 
 
 def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import torch
 
 from .encoder import DEFAULT_MODEL, EncoderConfig, VideoEncoder
 from .frames import center_crop
-from .indexing import list_inputs
+from .listing import list_inputs
 from .store import FILTERABLE, Store, equals_filter
 from .video import Decoder, SamplingConfig, VideoDecodeError
 
@@ -93,7 +93,7 @@ class Searcher:
         frames = torch.from_numpy(np.ascontiguousarray(center_crop(clip.frames, sampling.size)))[None]
         device = self.encoder.clip.logit_scale.device
         vector = self.encoder.encode_video(self.encoder.preprocess(frames.to(device)))[0].float().cpu().numpy()
-        sources, _ = list_inputs([path])
+        sources = list_inputs([path]).sources  # the file itself, even when its name has glob characters
         return self.similar(vector, k, exclude=sources[0].key if sources else None, where=where)
 
     def vector(self, vector: np.ndarray, k: int = 5,

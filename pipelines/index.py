@@ -5,9 +5,12 @@ and every video and every moment of a long video becomes a row.
     python pipelines/index.py /videos "/more/**/*.mp4" manifest.csv s3://bucket/prefix --db videos.lancedb
     ray job submit --working-dir . -- python pipelines/index.py s3://bucket/videos --db s3://bucket/index
 
-Re-running skips what is indexed (keys: uri or manifest id + size + modification time), so a run
-that was killed is finished by running it again. Files that cannot be decoded go to the errors
-table (<table>_errors) with the reason; the rest is indexed.
+The table mirrors the inputs: every listed input ends either in rows or in the errors table
+(<table>_errors, with the stage and the reason). Re-running skips what is indexed (keys: uri or
+manifest id + size + modification time), so a run that was killed is finished by running it again;
+a changed file replaces its rows; inputs that failed and have not changed are not tried again
+(--retry-errors does); --prune removes files that are gone from the listed folders, globs and
+prefixes. --list-errors prints the errors table.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import ray
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder
 from centerclip.datasets.synthetic import ensure_synthetic
-from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, list_inputs, sources_batch
+from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch
+from centerclip.listing import Listing, Source, list_inputs
 from centerclip.search import Searcher
 from centerclip.store import Store
 from centerclip.video import SamplingConfig
@@ -52,6 +56,8 @@ class IndexJob:
     sample_videos: int = 40
     cache: str = ".cache/centerclip"
     query: str | None = None  # a search to show when indexing is done
+    prune: bool = False  # remove rows and errors of files no longer under the listed inputs
+    retry_errors: bool = False  # try again the inputs that failed and have not changed
 
 
 def encoder_config(job: IndexJob) -> EncoderConfig:
@@ -72,7 +78,9 @@ def sample_inputs(job: IndexJob) -> tuple[tuple[str, ...], str, str]:
 
 
 def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
-    """Upsert a batch of encoded rows and record its failures; returns (videos, moments, errors)."""
+    """Write a batch of encoded rows and record its failures; returns (videos, moments, errors).
+    A batch holds all rows of each of its videos, so each video's rows replace every row the table
+    held for its uri, in one commit; a failed video's uri loses its rows and gets an error row."""
     failed = batch["error"].astype(bool)
     if failed.any():
         store.record_errors({"uri": uri, "key": key, "stage": stage, "reason": reason} for uri, key, stage, reason
@@ -82,9 +90,64 @@ def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
         rows = {name: batch[name][good] for name in ("id", "video_id", "kind", "uri", "vector", "model", "schedule", "metadata")}
         for name in ("start", "end"):
             rows[name] = [None if math.isnan(value) else float(value) for value in batch[name][good]]
-        store.upsert(rows)
+        store.upsert(rows, replace=True)
     kinds = batch["kind"][good]
     return int((kinds == "video").sum()), int((kinds == "moment").sum()), int(failed.sum())
+
+
+@dataclass(frozen=True)
+class Work:
+    todo: list[Source]  # new or changed, or failed before and retried
+    indexed: int  # unchanged and in the table
+    failed_before: int  # unchanged and in the errors table: not tried again
+
+
+def plan(store: Store, listing: Listing, retry_errors: bool) -> Work:
+    """Bring the store in line with the listing before any decoding, and say what is left to do."""
+    store.reconcile()  # a run killed between a write's two commits left an error beside rows
+    store.record_errors(listing.errors)  # probe failures; their uris lose any rows
+    generations = store.video_ids(source.uri for source in listing.sources)
+    indexed = {source.key for source in listing.sources if source.key in generations.get(source.uri, ())}
+    # Older generations beside an indexed one (tables written before replacing upserts).
+    store.delete_videos({old for source in listing.sources if source.key in indexed
+                         for old in generations[source.uri] - {source.key}})
+    failed = {} if retry_errors else store.failed_keys()
+    pending = [source for source in listing.sources if source.key not in indexed]
+    todo = [source for source in pending if failed.get(source.uri) != source.key]
+    return Work(todo, len(indexed), len(pending) - len(todo))
+
+
+def failures(store: Store, uris: set[str], first: int = 20) -> dict:
+    """The failed inputs among ``uris``: how many, how many per reason, and the first few."""
+    errors = [row for row in store.errors().sort_by("uri").to_pylist() if row["uri"] in uris]
+    by_reason: dict[str, int] = {}
+    for row in errors:
+        by_reason[reason_group(row["reason"])] = by_reason.get(reason_group(row["reason"]), 0) + 1
+    return {"count": len(errors), "by_reason": dict(sorted(by_reason.items(), key=lambda item: -item[1])),
+            "first": [{name: row[name] for name in ("uri", "stage", "reason")} for row in errors[:first]]}
+
+
+def reason_group(reason: str) -> str:
+    """"cannot decode: moov atom not found" -> "cannot decode": the part without file details."""
+    return reason.partition(": ")[0]
+
+
+def format_failures(summary: dict, db: str, table: str) -> str:
+    found = summary["failures"]
+    if not found["count"]:
+        return ""
+    lines = [f"{found['count']} inputs not indexed, by reason:"]
+    for group, count in found["by_reason"].items():
+        lines.append(f"  {group} ({count})")
+        for row in found["first"]:
+            if reason_group(row["reason"]) == group:
+                detail = row["reason"][len(group) + 2:]
+                lines.append(f"    {json.dumps(row['uri'])[1:-1] if not row['uri'].isprintable() else row['uri']}"
+                             + (f"  ({detail})" if detail else ""))
+    if found["count"] > len(found["first"]):
+        lines.append(f"  ... and {found['count'] - len(found['first'])} more")
+    lines.append(f"all errors: python pipelines/index.py --db {db} --table {table} --list-errors")
+    return "\n".join(lines)
 
 
 def run(job: IndexJob) -> dict:
@@ -93,12 +156,13 @@ def run(job: IndexJob) -> dict:
     config = encoder_config(job)
     encoder = VideoEncoder.create(config)  # the driver's copy: embedding size, frame size, search
     store = Store.open(job.db, dim=encoder.embed_dim, table=job.table)
-    sources, listing_errors = list_inputs(list(inputs))
-    store.record_errors(listing_errors)
-    indexed = store.indexed_keys([source.key for source in sources])
-    todo = [source for source in sources if source.key not in indexed]
-    log.info("%d videos found, %d already indexed, %d to index; %d inputs could not be listed",
-             len(sources), len(indexed), len(todo), len(listing_errors))
+    listing = list_inputs(list(inputs))
+    sources = listing.sources
+    work = plan(store, listing, job.retry_errors)
+    todo = work.todo
+    log.info("%d videos found, %d already indexed, %d failed before (--retry-errors tries them again), %d to index; "
+             "%d inputs are not videos or cannot be read", len(sources), work.indexed, work.failed_before, len(todo),
+             len(listing.errors))
     videos = moments = errors = 0
     if todo:
         if not ray.is_initialized():
@@ -127,19 +191,27 @@ def run(job: IndexJob) -> dict:
             videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
             log.info("indexed %d/%d videos (%d moments), %d errors, %.1f videos/s", videos, len(todo), moments,
                      errors, (videos + errors) / (time.perf_counter() - started))
+    pruned = store.prune(listing.covers, listing.uris()) if job.prune else None
     index = store.ensure_index()
     seconds = time.perf_counter() - started
-    summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": len(indexed),
-               "videos": videos, "moments": moments, "errors": errors + len(listing_errors),
+    failed = failures(store, listing.uris())
+    summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": work.indexed,
+               "failed_before": work.failed_before, "videos": videos, "moments": moments, "errors": failed["count"],
+               **({"pruned": pruned} if pruned is not None else {}),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
-               "videos_per_s": round((videos + errors) / seconds, 2)}
+               "videos_per_s": round((videos + errors) / seconds, 2), "failures": failed}
     if query:
         results = Searcher(store, encoder).text(query, k=3)
         summary["search"] = {"query": query, "expected": expected, "results": [result.to_dict() for result in results]}
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> IndexJob:
+def list_errors(db: str, table: str = "videos") -> list[dict]:
+    """The whole errors table, by uri: what is not indexed and why."""
+    return Store.open(db, table=table).errors().sort_by("uri").to_pylist()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="folders, globs, manifests (.csv/.parquet/.jsonl with a uri column), "
                                                   "files or object-store prefixes; none: a generated sample set")
@@ -161,7 +233,22 @@ def parse_args(argv: list[str] | None = None) -> IndexJob:
     parser.add_argument("--sample-videos", type=int, default=40, help="size of the generated sample set (no inputs)")
     parser.add_argument("--cache", default=".cache/centerclip", help="folder for the generated sample set")
     parser.add_argument("--query", help="a text search to run when indexing is done")
-    args = vars(parser.parse_args(argv))
+    parser.add_argument("--prune", action="store_true",
+                        help="remove rows and errors of files no longer under the listed folders, globs and prefixes")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="try again the inputs that failed before and have not changed (skipped by default)")
+    parser.add_argument("--list-errors", action="store_true",
+                        help="print the errors table of --db/--table (one JSON object per line) and exit")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> IndexJob:
+    return job_from_args(build_parser().parse_args(argv))
+
+
+def job_from_args(parsed: argparse.Namespace) -> IndexJob:
+    args = vars(parsed)
+    args.pop("list_errors")
     moments = MomentConfig(args.pop("moment_length"), args.pop("moment_stride"), args.pop("moments_after"))
     return IndexJob(inputs=tuple(args.pop("inputs")), moments=moments, **args)
 
@@ -169,8 +256,16 @@ def parse_args(argv: list[str] | None = None) -> IndexJob:
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
-    summary = run(parse_args(argv))
-    print(json.dumps({key: value for key, value in summary.items() if key != "search"}, indent=2))
+    args = build_parser().parse_args(argv)
+    if args.list_errors:
+        errors = list_errors(args.db, args.table)
+        for error in errors:
+            print(json.dumps({**error, "time": error["time"].isoformat()}))
+        return {"errors": errors}
+    summary = run(job_from_args(args))
+    print(json.dumps({key: value for key, value in summary.items() if key not in ("search", "failures")}, indent=2))
+    if summary["failures"]["count"]:
+        print("\n" + format_failures(summary, summary["db"], summary["table"]))
     if "search" in summary:
         expected = summary["search"]["expected"]
         print(f"\nsearch: {summary['search']['query']!r}" + (f" (it describes {expected})" if expected else ""))

@@ -1,0 +1,303 @@
+"""What to index: inputs (folders, globs, files, manifests, object-store prefixes) expanded into
+sources with stable keys, and every entry that cannot be a source as a "probe" error with a
+specific reason, so that no input is ever lost.
+
+Local folders are walked with byte paths, so any name the file system holds is listed. A local
+path is stored as its uri unchanged when it is valid UTF-8, and otherwise as a ``file://`` uri with
+its bytes percent-encoded (``decode_source.uri_from_path``): reversible, and openable by anything
+that opens file URIs.
+
+Inside folders, globs and prefixes a file is a candidate when its extension is a video one or when
+its first bytes are the signature of a video container (so ``.ogg`` Theora, or a video without an
+extension, is not missed); files named one by one (a path, a manifest row) are always tried. The
+listing also says which uris it speaks for (``Listing.covers``): what ``--prune`` may remove.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fnmatch
+import glob
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import pyarrow.fs
+import pyarrow.parquet as pq
+
+from .decode_source import path_from_uri, uri_from_path
+from .store import video_key
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv",
+                    ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".vob", ".mxf", ".asf")
+MANIFEST_EXTENSIONS = (".csv", ".parquet", ".jsonl")
+SNIFF_BYTES = 512
+
+_KINDS = {stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+          stat.S_IFBLK: "block device", stat.S_IFDIR: "folder"}
+_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif")  # ISO-BMFF still images, not videos
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str
+    key: str
+    metadata: str = "{}"  # JSON of the manifest's extra columns
+
+
+@dataclass
+class Listing:
+    sources: list[Source] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)  # {"uri", "stage": "probe", "reason"}
+    # Predicates on uris: a folder, a glob, a prefix speaks for every uri under it. Manifests and
+    # single files speak for nothing more than what they list.
+    scopes: list[Callable[[str], bool]] = field(default_factory=list)
+
+    def covers(self, uri: str) -> bool:
+        return any(scope(uri) for scope in self.scopes)
+
+    def uris(self) -> set[str]:
+        return {source.uri for source in self.sources} | {error["uri"] for error in self.errors}
+
+
+def sniff(head: bytes) -> bool:
+    """Whether the first bytes of a file are the signature of a video container FFmpeg reads."""
+    if head[4:8] == b"ftyp":
+        return head[8:12] not in _IMAGE_BRANDS
+    return (head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip")  # QuickTime without ftyp
+            or head.startswith((b"\x1a\x45\xdf\xa3",  # Matroska, WebM
+                                b"OggS", b"GIF87a", b"GIF89a", b"FLV\x01",
+                                b"\x30\x26\xb2\x75\x8e\x66\xcf\x11",  # ASF, WMV
+                                b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3",  # MPEG program stream, MPEG video
+                                b"\x06\x0e\x2b\x34\x02\x05\x01\x01",  # MXF
+                                b"nut/multimedia container"))
+            or (head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"))
+            or any(len(head) > 2 * 188 + offset and head[offset::188][:3] == b"GGG" for offset in (0, 4)))  # MPEG-TS, M2TS
+
+
+def _error(uri: str, reason: str) -> dict:
+    return {"uri": uri, "stage": "probe", "reason": reason}
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    uri: str
+    size: int
+    mtime_ns: int
+    identity: tuple | None  # (device, inode) of a local file: two names of one file are one video
+    symlink: bool = False
+    key_name: str | None = None  # a manifest id, the key's stand-in for the uri
+    metadata: str = "{}"
+
+
+def _local(path: bytes, *, named: bool) -> _Candidate | dict:
+    """A local path -> a candidate, or a probe error saying why it cannot be one. ``named``: the
+    user named this file (a path, a manifest row), so it is tried whatever its name and content."""
+    uri = uri_from_path(path)
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+        status = os.stat(path)
+    except FileNotFoundError:
+        return _error(uri, "broken symlink" if os.path.islink(path) else "no such file")
+    except PermissionError:
+        return _error(uri, "permission denied")
+    except OSError as error:
+        return _error(uri, "symlink loop" if error.errno == errno.ELOOP else f"cannot stat: {error.strerror}")
+    if not stat.S_ISREG(status.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "unknown kind")
+        return _error(uri, f"not a regular file: symlink to a {kind}" if link else f"not a regular file: {kind}")
+    if not os.access(path, os.R_OK):
+        return _error(uri, "permission denied")
+    if not named and not path.lower().endswith(tuple(os.fsencode(e) for e in VIDEO_EXTENSIONS)):
+        try:
+            with open(path, "rb") as file:
+                head = file.read(SNIFF_BYTES)
+        except OSError as error:
+            return _error(uri, f"cannot read: {error.strerror}")
+        if not sniff(head):
+            return _error(uri, "unknown extension and not a video container" if head else "empty file")
+    return _Candidate(uri, status.st_size, status.st_mtime_ns, (status.st_dev, status.st_ino), link)
+
+
+def _walk(folder: bytes) -> Iterator[_Candidate | dict]:
+    """Every entry under a local folder, in name order, without following symlinks to folders."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError as error:
+        reason = "permission denied" if isinstance(error, PermissionError) else f"cannot list: {error.strerror}"
+        yield _error(uri_from_path(folder), reason)
+        return
+    for entry in entries:
+        path = os.path.join(folder, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(path)
+        else:
+            yield _local(path, named=False)
+
+
+def _under(folder: bytes) -> Callable[[str], bool]:
+    prefix = folder.rstrip(b"/") + b"/"
+
+    def covers(uri: str) -> bool:
+        path = path_from_uri(uri)
+        return path is not None and os.fsencode(path).startswith(prefix)
+    return covers
+
+
+def _matches_glob(pattern: str) -> Callable[[str], bool]:
+    """Whether a path is one glob.glob(pattern, recursive=True) could return: matched part by part,
+    ``**`` standing for any number of folders, wildcards not matching a leading dot."""
+    wanted = os.fsencode(os.path.abspath(pattern)).split(b"/")
+
+    def match(parts: list[bytes], path: list[bytes]) -> bool:
+        if not parts:
+            return not path
+        if parts[0] == b"**":
+            return any(match(parts[1:], path[skip:]) for skip in range(len(path) + 1))
+        return bool(path) and (not path[0].startswith(b".") or parts[0].startswith(b".")) \
+            and fnmatch.fnmatchcase(path[0], parts[0]) and match(parts[1:], path[1:])
+
+    def covers(uri: str) -> bool:
+        path = path_from_uri(uri)
+        return path is not None and match(wanted, os.fsencode(path).split(b"/"))
+    return covers
+
+
+def _manifest_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(row number, row) for each row, or (row number, what is wrong with it)."""
+    if path.endswith(".parquet"):
+        yield from enumerate(pq.read_table(path).to_pylist(), 1)
+    elif path.endswith(".jsonl"):
+        with open(path, encoding="utf-8", errors="surrogateescape") as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        row = f"not a JSON object ({error.msg})"
+                    yield number, row if isinstance(row, (dict, str)) else "not a JSON object"
+    else:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as file:
+            yield from enumerate(csv.DictReader(file), 2)  # row 1 is the header
+
+
+def _manifest(path: str) -> Iterator[_Candidate | dict]:
+    for number, row in _manifest_rows(path):
+        where = f"{uri_from_path(os.path.abspath(path))}#row={number}"
+        if isinstance(row, str):
+            yield _error(where, row)
+            continue
+        uri = row.pop("uri", None)
+        if not uri:
+            yield _error(where, "no 'uri' value (columns: uri, optional id and metadata)")
+            continue
+        identity = row.pop("id", None)
+        metadata = json.dumps({"id": identity, **row} if identity else row, sort_keys=True, default=str)
+        for found in _named(str(uri)):
+            if isinstance(found, _Candidate):
+                found = _Candidate(found.uri, found.size, found.mtime_ns, found.identity, found.symlink,
+                                   f"id:{identity}" if identity else None, metadata)
+            yield found
+
+
+def _remote(uri: str, *, named: bool) -> Iterator[_Candidate | dict]:
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(path)
+        if info.type == pyarrow.fs.FileType.Directory:
+            prefix = uri.rstrip("/")
+            entries = sorted(fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True)), key=lambda e: e.path)
+        else:
+            prefix, entries = None, [info]
+    except (OSError, ValueError) as error:  # unknown scheme, no credentials, unreachable store
+        yield _error(uri, f"cannot list: {error}")
+        return
+    for entry in entries:
+        entry_uri = f"{prefix}/{os.path.relpath(entry.path, path)}" if prefix else uri
+        if entry.type == pyarrow.fs.FileType.NotFound:
+            yield _error(entry_uri, "no such file or folder")
+        elif entry.type == pyarrow.fs.FileType.Directory:
+            continue
+        elif entry.type != pyarrow.fs.FileType.File:
+            yield _error(entry_uri, "not a regular file")
+        elif named or entry.path.lower().endswith(VIDEO_EXTENSIONS) or _sniff_remote(fs, entry.path):
+            yield _Candidate(entry_uri, entry.size or 0, entry.mtime_ns or 0, None)
+        else:
+            yield _error(entry_uri, "unknown extension and not a video container" if entry.size else "empty file")
+
+
+def _sniff_remote(fs: pyarrow.fs.FileSystem, path: str) -> bool:
+    try:
+        with fs.open_input_stream(path) as stream:
+            return sniff(stream.read(SNIFF_BYTES))
+    except OSError:
+        return False
+
+
+def _named(item: str) -> Iterator[_Candidate | dict]:
+    """A path or uri named by the user: a file is tried whatever its name or content."""
+    local = path_from_uri(item) if "://" in item else item
+    if local is None:
+        yield from _remote(item, named=True)
+        return
+    path = os.fsencode(os.path.abspath(local))
+    found = _local(path, named=True)
+    if isinstance(found, dict) and found["reason"] == "no such file":
+        found["reason"] = "no such file or folder"
+    yield found
+
+
+def _expand(item: str, listing: Listing) -> Iterator[_Candidate | dict]:
+    local = path_from_uri(item) if "://" in item else item
+    if local is None:
+        fs_scope = item.rstrip("/") + "/"
+        listing.scopes.append(lambda uri: uri.startswith(fs_scope))
+        yield from _remote(item, named=False)
+        return
+    path = os.fsencode(os.path.abspath(local))
+    # A path that exists is that path, even when its name has glob characters.
+    if not os.path.lexists(path) and any(char in local for char in "*?["):
+        matches = sorted(os.fsencode(os.path.abspath(match)) for match in glob.glob(os.fsencode(local), recursive=True))
+        if not matches:
+            yield _error(uri_from_path(os.path.abspath(local)), "the glob matches no file")
+        listing.scopes.append(_matches_glob(local))
+        for match in matches:
+            if not os.path.isdir(match) or os.path.islink(match):
+                yield _local(match, named=False)
+        return
+    if os.path.isdir(path):
+        listing.scopes.append(_under(path))
+        yield from _walk(path)
+    elif local.lower().endswith(MANIFEST_EXTENSIONS) and os.path.isfile(path):
+        yield from _manifest(local)
+    else:
+        yield from _named(local)
+
+
+def list_inputs(inputs: list[str]) -> Listing:
+    """Expand folders (recursively), globs, manifests (.csv/.parquet/.jsonl with a ``uri`` column,
+    optional ``id`` and metadata columns), object-store prefixes and single files into sources with
+    stable keys (from uri or id, size and modification time). Every entry that cannot be indexed
+    comes back as an error with stage "probe" and a reason; two names of one local file (symlinks,
+    hard links) are one source, preferring a name that is not a symlink, the others errors."""
+    listing = Listing()
+    candidates: list[_Candidate] = []
+    for item in inputs:
+        for found in _expand(item, listing):
+            (listing.errors.append if isinstance(found, dict) else candidates.append)(found)
+    chosen: dict[Any, _Candidate] = {}
+    for candidate in sorted(candidates, key=lambda c: c.symlink):  # stable: keeps the listing order
+        first = chosen.setdefault(candidate.identity or candidate.uri, candidate)
+        if first is not candidate and first.uri != candidate.uri:
+            listing.errors.append(_error(candidate.uri, f"duplicate: same file as {first.uri}"))
+    order = {id(candidate): rank for rank, candidate in enumerate(candidates)}
+    for candidate in sorted(chosen.values(), key=lambda c: order[id(c)]):
+        listing.sources.append(Source(candidate.uri, video_key(candidate.key_name or candidate.uri, candidate.size,
+                                                               candidate.mtime_ns), candidate.metadata))
+    listed = {source.uri for source in listing.sources}
+    listing.errors = list({error["uri"]: error for error in listing.errors if error["uri"] not in listed}.values())
+    return listing
