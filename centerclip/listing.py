@@ -55,9 +55,11 @@ class Listing:
     # Predicates on uris: a folder, a glob, a prefix speaks for every uri under it. Manifests and
     # single files speak for nothing more than what they list.
     scopes: list[Callable[[str], bool]] = field(default_factory=list)
+    # Folders that could not be read this time: what was under them is unknown, not gone.
+    unreadable: list[Callable[[str], bool]] = field(default_factory=list)
 
     def covers(self, uri: str) -> bool:
-        return any(scope(uri) for scope in self.scopes)
+        return any(scope(uri) for scope in self.scopes) and not any(folder(uri) for folder in self.unreadable)
 
     def uris(self) -> set[str]:
         return {source.uri for source in self.sources} | {error["uri"] for error in self.errors}
@@ -109,7 +111,7 @@ def _local(path: bytes, *, named: bool) -> _Candidate | dict:
     if not stat.S_ISREG(status.st_mode):
         kind = _KINDS.get(stat.S_IFMT(status.st_mode), "unknown kind")
         return _error(uri, f"not a regular file: symlink to a {kind}" if link else f"not a regular file: {kind}")
-    if not os.access(path, os.R_OK):
+    if not os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
         return _error(uri, "permission denied")
     if not named and not path.lower().endswith(tuple(os.fsencode(e) for e in VIDEO_EXTENSIONS)):
         try:
@@ -122,19 +124,20 @@ def _local(path: bytes, *, named: bool) -> _Candidate | dict:
     return _Candidate(uri, status.st_size, status.st_mtime_ns, (status.st_dev, status.st_ino), link)
 
 
-def _walk(folder: bytes) -> Iterator[_Candidate | dict]:
+def _walk(folder: bytes, listing: Listing) -> Iterator[_Candidate | dict]:
     """Every entry under a local folder, in name order, without following symlinks to folders."""
     try:
         with os.scandir(folder) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
     except OSError as error:
         reason = "permission denied" if isinstance(error, PermissionError) else f"cannot list: {error.strerror}"
+        listing.unreadable.append(_under(folder))
         yield _error(uri_from_path(folder), reason)
         return
     for entry in entries:
         path = os.path.join(folder, entry.name)
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(path)
+            yield from _walk(path, listing)
         else:
             yield _local(path, named=False)
 
@@ -271,7 +274,7 @@ def _expand(item: str, listing: Listing) -> Iterator[_Candidate | dict]:
         return
     if os.path.isdir(path):
         listing.scopes.append(_under(path))
-        yield from _walk(path)
+        yield from _walk(path, listing)
     elif local.lower().endswith(MANIFEST_EXTENSIONS) and os.path.isfile(path):
         yield from _manifest(local)
     else:

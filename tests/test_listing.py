@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,11 +106,30 @@ def test_sniffing_knows_containers_not_extensions():
     assert not sniff(b"hello world") and not sniff(b"")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_entries_are_permission_errors(tmp_path):
-    write_video(tmp_path / "locked.mp4", frames=3).chmod(0)
-    (tmp_path / "closed").mkdir()
-    (tmp_path / "closed").chmod(0)
-    listing = list_inputs([str(tmp_path)])
-    assert sorted((Path(e["uri"]).name, e["reason"]) for e in listing.errors) == [
-        ("closed", "permission denied"), ("locked.mp4", "permission denied")]
+def test_unreadable_entries_are_permission_errors():
+    # In /tmp, not tmp_path: another user must be able to reach it. Root reads anything, so as root
+    # the listing runs with the effective uid of "nobody".
+    root = Path(tempfile.mkdtemp())
+    try:
+        root.chmod(0o755)
+        write_video(root / "readable.mp4", frames=3).chmod(0o644)
+        write_video(root / "locked.mp4", frames=3).chmod(0)
+        (root / "closed").mkdir()
+        write_video(root / "closed" / "inside.mp4", frames=3)
+        (root / "closed").chmod(0)
+        as_root = os.geteuid() == 0
+        if as_root:
+            os.seteuid(65534)
+        try:
+            listing = list_inputs([str(root)])
+        finally:
+            if as_root:
+                os.seteuid(0)
+        assert [source.uri for source in listing.sources] == [str(root / "readable.mp4")]
+        assert sorted((Path(e["uri"]).name, e["reason"]) for e in listing.errors) == [
+            ("closed", "permission denied"), ("locked.mp4", "permission denied")]
+        # What is under a folder that could not be read is unknown, not gone: never pruned.
+        assert listing.covers(str(root / "gone.mp4")) and not listing.covers(str(root / "closed" / "inside.mp4"))
+    finally:
+        (root / "closed").chmod(0o755)
+        shutil.rmtree(root)
