@@ -207,24 +207,28 @@ def _manifest(path: str) -> Iterator[_Candidate | dict]:
             yield found
 
 
-def _remote(uri: str, *, named: bool) -> Iterator[_Candidate | dict]:
+def _remote(uri: str, listing: Listing | None = None) -> Iterator[_Candidate | dict]:
+    """An object or, given the listing to add its scope to, a prefix (whose files are sniffed)."""
     try:
         fs, path = pyarrow.fs.FileSystem.from_uri(uri)
         info = fs.get_file_info(path)
-        if info.type == pyarrow.fs.FileType.Directory:
+        if info.type == pyarrow.fs.FileType.Directory and listing is not None:
             prefix = uri.rstrip("/")
             entries = sorted(fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True)), key=lambda e: e.path)
+            listing.scopes.append(lambda other: other.startswith(prefix + "/"))
         else:
             prefix, entries = None, [info]
     except (OSError, ValueError) as error:  # unknown scheme, no credentials, unreachable store
         yield _error(uri, f"cannot list: {error}")
         return
+    named = prefix is None
     for entry in entries:
         entry_uri = f"{prefix}/{os.path.relpath(entry.path, path)}" if prefix else uri
         if entry.type == pyarrow.fs.FileType.NotFound:
             yield _error(entry_uri, "no such file or folder")
         elif entry.type == pyarrow.fs.FileType.Directory:
-            continue
+            if named:
+                yield _error(entry_uri, "not a regular file: folder")
         elif entry.type != pyarrow.fs.FileType.File:
             yield _error(entry_uri, "not a regular file")
         elif named or entry.path.lower().endswith(VIDEO_EXTENSIONS) or _sniff_remote(fs, entry.path):
@@ -245,7 +249,7 @@ def _named(item: str) -> Iterator[_Candidate | dict]:
     """A path or uri named by the user: a file is tried whatever its name or content."""
     local = path_from_uri(item) if "://" in item else item
     if local is None:
-        yield from _remote(item, named=True)
+        yield from _remote(item)
         return
     path = os.fsencode(os.path.abspath(local))
     found = _local(path, named=True)
@@ -257,17 +261,16 @@ def _named(item: str) -> Iterator[_Candidate | dict]:
 def _expand(item: str, listing: Listing) -> Iterator[_Candidate | dict]:
     local = path_from_uri(item) if "://" in item else item
     if local is None:
-        fs_scope = item.rstrip("/") + "/"
-        listing.scopes.append(lambda uri: uri.startswith(fs_scope))
-        yield from _remote(item, named=False)
+        yield from _remote(item, listing)
         return
     path = os.fsencode(os.path.abspath(local))
     # A path that exists is that path, even when its name has glob characters.
     if not os.path.lexists(path) and any(char in local for char in "*?["):
         matches = sorted(os.fsencode(os.path.abspath(match)) for match in glob.glob(os.fsencode(local), recursive=True))
-        if not matches:
+        if not matches:  # perhaps an unmounted share: nothing to prune from
             yield _error(uri_from_path(os.path.abspath(local)), "the glob matches no file")
-        listing.scopes.append(_matches_glob(local))
+        else:
+            listing.scopes.append(_matches_glob(local))
         for match in matches:
             if not os.path.isdir(match) or os.path.islink(match):
                 yield _local(match, named=False)
