@@ -189,6 +189,13 @@ def _manifest_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _manifest(path: str) -> Iterator[_Candidate | dict]:
+    try:
+        yield from _manifest_candidates(path)
+    except (OSError, ValueError) as error:  # unreadable, not parquet, not CSV: the rest is lost, not the run
+        yield _error(uri_from_path(os.path.abspath(path)), f"cannot read manifest: {error}")
+
+
+def _manifest_candidates(path: str) -> Iterator[_Candidate | dict]:
     for number, row in _manifest_rows(path):
         where = f"{uri_from_path(os.path.abspath(path))}#row={number}"
         if isinstance(row, str):

@@ -96,6 +96,9 @@ def test_a_named_file_is_tried_whatever_its_name_and_a_manifest_row_can_fail_alo
             for error in listing.errors] == [("row=2", "not a JSON o"), ("row=3", "no 'uri' val"),
                                              (str(folder / "gone.mp4"), "no such file")]
     assert not listing.covers(str(folder / "b.mp4"))  # a manifest speaks for its rows only
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    [error] = list_inputs([str(tmp_path / "broken.parquet")]).errors
+    assert error["reason"].startswith("cannot read manifest: ")
 
 
 def test_sniffing_knows_containers_not_extensions():
