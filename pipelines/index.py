@@ -79,7 +79,8 @@ def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
                             in zip(batch["uri"][failed], batch["id"][failed], batch["stage"][failed], batch["error"][failed]))
     good = ~failed
     if good.any():
-        rows = {name: batch[name][good] for name in ("id", "video_id", "kind", "uri", "vector", "model", "schedule", "metadata")}
+        rows = {name: batch[name][good] for name in ("id", "video_id", "kind", "uri", "vector", "model", "schedule", "metadata",
+                                                    "thumbnail")}
         for name in ("start", "end"):
             rows[name] = [None if math.isnan(value) else float(value) for value in batch[name][good]]
         store.upsert(rows)
@@ -95,7 +96,8 @@ def run(job: IndexJob) -> dict:
     store = Store.open(job.db, dim=encoder.embed_dim, table=job.table)
     sources, listing_errors = list_inputs(list(inputs))
     store.record_errors(listing_errors)
-    indexed = store.indexed_keys([source.key for source in sources])
+    # Rows indexed before thumbnails existed are indexed again, and so gain one.
+    indexed = store.indexed_keys([source.key for source in sources], with_thumbnail=True)
     todo = [source for source in sources if source.key not in indexed]
     log.info("%d videos found, %d already indexed, %d to index; %d inputs could not be listed",
              len(sources), len(indexed), len(todo), len(listing_errors))
