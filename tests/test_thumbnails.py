@@ -8,6 +8,7 @@ from PIL import Image
 
 from centerclip.store import Store, embeddings_schema, video_key
 from centerclip.thumbnails import placeholder, thumbnail
+from centerclip.web.app import Catalog
 from tests.videos import frame_index, stripes
 
 
@@ -51,7 +52,9 @@ def test_a_table_from_before_thumbnails_gains_the_column_and_reindexes(tmp_path)
                     "model": ["m"], "schedule": ["none"], "metadata": ["{}"],
                     "indexed_at": pa.array([0], pa.timestamp("us", tz="UTC"))}, schema=old_schema)
     lancedb.connect(str(tmp_path)).create_table("videos", old)
-    assert "thumbnail" not in Store.open(str(tmp_path)).videos.schema.names  # a reader changes nothing
+    reader = Store.open(str(tmp_path))
+    assert "thumbnail" not in reader.videos.schema.names  # a reader changes nothing
+    assert Catalog(reader).row(key, ["uri", "thumbnail"]) == {"uri": "/videos/a.mp4", "thumbnail": None}  # a placeholder
 
     store = Store.open(str(tmp_path), dim=4)
     assert store.videos.schema.field("thumbnail").type == pa.binary()

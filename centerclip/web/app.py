@@ -79,7 +79,7 @@ def result_json(result: Result) -> dict:
 
 def _k(request: Request) -> int:
     text = request.query_params.get("k", str(DEFAULT_K))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_K:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_K:
         raise BadRequest(f"k must be a whole number from 1 to {MAX_K}, got {text[:20]!r}")
     return int(text)
 
@@ -91,19 +91,10 @@ def _where(request: Request) -> dict[str, str]:
     return {"kind": kind} if kind else {}
 
 
-def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, token: str | None = None) -> FastAPI:
-    """The app over ``store``; ``embed`` turns a query into its vector (the model that indexed the table)."""
-    catalog = Catalog(store)
-    assets = {path: ((resources.files(__package__) / "static" / name).read_bytes(), kind)
-              for path, (name, kind) in _ASSETS.items()}
-    # No generated docs: they would load scripts from a CDN and describe less than the README.
-    app = FastAPI(title="centerclip", docs_url=None, redoc_url=None, openapi_url=None)
+def token_guard(token: str | None) -> Callable:
+    """HTTP middleware: without a token, loopback clients of a local host name only; with one,
+    every request carries it (header, cookie, or ``?token=`` on the page, moved into a cookie)."""
 
-    @app.exception_handler(HTTPException)
-    async def json_error(_: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
-
-    @app.middleware("http")
     async def guard(request: Request, call_next):
         if token is None:
             # Loopback only, by peer and by Host header (a page on another site cannot rebind a
@@ -127,6 +118,23 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
                                 secure=request.url.scheme == "https")
             return response
         return await call_next(request)
+
+    return guard
+
+
+def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, token: str | None = None) -> FastAPI:
+    """The app over ``store``; ``embed`` turns a query into its vector (the model that indexed the table)."""
+    catalog = Catalog(store)
+    assets = {path: ((resources.files(__package__) / "static" / name).read_bytes(), kind)
+              for path, (name, kind) in _ASSETS.items()}
+    # No generated docs: they would load scripts from a CDN and describe less than the README.
+    app = FastAPI(title="centerclip", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def json_error(_: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    app.middleware("http")(token_guard(token))
 
     @app.middleware("http")
     async def no_sniffing(request: Request, call_next):
