@@ -23,6 +23,7 @@ from .encoder import EncoderConfig, VideoEncoder
 from .frames import center_crop
 from .listing import Source
 from .store import moment_key
+from .thumbnails import thumbnail
 from .video import Decoder, SamplingConfig, VideoDecodeError
 
 
@@ -51,7 +52,7 @@ class DecodeVideos:
         self.moments = moments
         self.decoder = Decoder(timeout=timeout)
 
-    def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None]]:
+    def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None], list[bytes]]:
         whole = self.decoder.sample_clip(uri, self.sampling)
         clips, starts, ends = [whole.frames], [None], [None]
         if whole.info.duration >= self.moments.min_duration:
@@ -59,28 +60,32 @@ class DecodeVideos:
                 clips.append(moment.frames)
                 starts.append(moment.start)
                 ends.append(moment.end)
-        return center_crop(np.stack(clips), self.sampling.size), starts, ends
+        # Thumbnails from the uncropped frames: the whole picture, at the decoded size.
+        return center_crop(np.stack(clips), self.sampling.size), starts, ends, [thumbnail(clip) for clip in clips]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         empty = np.zeros((0, self.sampling.frames, self.sampling.size, self.sampling.size, 3), np.uint8)
-        frames, starts, ends, errors = [], [], [], []
+        frames, starts, ends, thumbnails, errors = [], [], [], [], []
         for uri in batch["uri"]:
             try:
-                clip_frames, clip_starts, clip_ends = self.clips(uri)
+                clip_frames, clip_starts, clip_ends, clip_thumbnails = self.clips(uri)
                 error = ""
             except VideoDecodeError as failure:
-                clip_frames, clip_starts, clip_ends, error = empty, [], [], failure.reason
+                clip_frames, clip_starts, clip_ends, clip_thumbnails, error = empty, [], [], [], failure.reason
             frames.append(clip_frames)
+            thumbnails.append(clip_thumbnails)
             starts.append(json.dumps(clip_starts))
             ends.append(json.dumps(clip_ends))
             errors.append(error)
-        return {**batch, "frames": _ragged(frames), "starts": np.array(starts, dtype=object),
+        return {**batch, "frames": _ragged(frames), "thumbnails": _ragged(thumbnails), "starts": np.array(starts, dtype=object),
                 "ends": np.array(ends, dtype=object), "error": np.array(errors, dtype=object)}
 
 
-def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    column = np.empty(len(arrays), dtype=object)
-    column[:] = arrays
+def _ragged(values: list) -> np.ndarray:
+    """One object per row (arrays of different shapes, lists of different lengths)."""
+    column = np.empty(len(values), dtype=object)
+    for row, value in enumerate(values):  # element by element: numpy would broadcast equal-length lists
+        column[row] = value
     return column
 
 
@@ -93,7 +98,7 @@ class EncodeSettings:
 
 class EncodeClips:
     """Encoder stage: the model is loaded once per actor (fp16 on a GPU). Emits one row per clip
-    (id, video_id, kind, uri, start, end, vector, model, schedule, metadata) plus the videos that
+    (id, video_id, kind, uri, start, end, vector, model, schedule, metadata, thumbnail) plus the videos that
     failed, as rows with an error and no clip."""
 
     def __init__(self, *, settings: EncodeSettings):
@@ -127,7 +132,8 @@ class EncodeClips:
                 for i in good:
                     errors[i], stages[i] = f"cannot encode: {failure}", "encode"
                 good, vectors = [], vectors[:0]
-        rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "error", "stage")}
+        rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "thumbnail",
+                                                       "error", "stage")}
 
         def add(**values: Any) -> None:
             for name, value in values.items():
@@ -135,14 +141,14 @@ class EncodeClips:
 
         for i in good:
             key = batch["key"][i]
-            for start, end in zip(json.loads(batch["starts"][i]), json.loads(batch["ends"][i])):
+            for start, end, jpeg in zip(json.loads(batch["starts"][i]), json.loads(batch["ends"][i]), batch["thumbnails"][i]):
                 add(id=key if start is None else moment_key(key, start, end), video_id=key,
                     kind="video" if start is None else "moment", uri=batch["uri"][i], start=start, end=end,
-                    metadata=batch["metadata"][i], error="", stage="")
+                    metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="")
         failed = [i for i, error in enumerate(errors) if error]
         for i in failed:
             add(id=batch["key"][i], video_id=batch["key"][i], kind="video", uri=batch["uri"][i], start=None, end=None,
-                metadata=batch["metadata"][i], error=errors[i], stage=stages[i])
+                metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i])
         count = len(rows["id"])
         return {
             **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end")},

@@ -35,6 +35,7 @@ class Result:
     start: float | None  # the best moment's time range in seconds; None when it is the whole video
     end: float | None
     metadata: str  # JSON of the manifest's extra columns
+    row_id: str  # the best-matching row: the video's own id, or its moment's
 
     def to_dict(self) -> dict:
         return {**asdict(self), "metadata": json.loads(self.metadata)}
@@ -51,26 +52,32 @@ class SearchConfig:
 
 
 class Searcher:
-    """Queries a store with the encoder that embedded it."""
+    """Queries a store with the encoder that embedded it. Without an encoder (where queries are
+    embedded elsewhere, e.g. by the Ray Serve app's encoder deployment) it searches by vector only."""
 
-    def __init__(self, store: Store, encoder: VideoEncoder):
-        if encoder.embed_dim != store.dim:
+    def __init__(self, store: Store, encoder: VideoEncoder | None):
+        if encoder is not None and encoder.embed_dim != store.dim:
             raise ValueError(f"the encoder embeds into {encoder.embed_dim} dims but the table holds "
                              f"{store.dim}-d vectors: search with the model that indexed it")
         self.store = store
-        self.encoder = encoder.eval()
+        self.encoder = encoder.eval() if encoder is not None else None
 
     @classmethod
     def create(cls, config: SearchConfig) -> Searcher:
         store = Store.open(config.db, table=config.table)
         return cls(store, VideoEncoder.create(EncoderConfig(model=config.model, pretrained=config.pretrained)))
 
+    def _model(self) -> VideoEncoder:
+        if self.encoder is None:
+            raise ValueError("this Searcher has no encoder: it searches by vector only")
+        return self.encoder
+
     @torch.inference_mode()
     def embed(self, query: str) -> np.ndarray:
         """A query's text embedding; long queries are truncated to the text context by the tokenizer."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty: say what to look for, e.g. \"a dog runs on a beach\"")
-        return self.encoder.encode_text([query.strip()])[0].float().cpu().numpy()
+        return self._model().encode_text([query.strip()])[0].float().cpu().numpy()
 
     def text(self, query: str, k: int = 5, where: Mapping[str, str | Sequence[str]] | None = None) -> list[Result]:
         """The k videos that best match a text query."""
@@ -87,12 +94,13 @@ class Searcher:
     def video(self, path: str, k: int = 5, where: Mapping[str, str | Sequence[str]] | None = None) -> list[Result]:
         """The k videos most similar to a video file (decoded in an isolated process), without the
         file itself when it is in the index."""
-        sampling = SamplingConfig(frames=self.encoder.frames, size=self.encoder.image_size[0])
+        encoder = self._model()
+        sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
         with Decoder() as decoder:
             clip = decoder.sample_clip(path, sampling)
         frames = torch.from_numpy(np.ascontiguousarray(center_crop(clip.frames, sampling.size)))[None]
-        device = self.encoder.clip.logit_scale.device
-        vector = self.encoder.encode_video(self.encoder.preprocess(frames.to(device)))[0].float().cpu().numpy()
+        device = encoder.clip.logit_scale.device
+        vector = encoder.encode_video(encoder.preprocess(frames.to(device)))[0].float().cpu().numpy()
         sources = list_inputs([path]).sources  # the file itself, even when its name has glob characters
         return self.similar(vector, k, exclude=sources[0].key if sources else None, where=where)
 
@@ -120,7 +128,8 @@ def best_per_video(rows: list[dict]) -> list[Result]:
             moment = row["kind"] == "moment"
             best[row["video_id"]] = Result(video_id=row["video_id"], uri=row["uri"], score=row["score"],
                                            start=row["start"] if moment else None,
-                                           end=row["end"] if moment else None, metadata=row["metadata"])
+                                           end=row["end"] if moment else None, metadata=row["metadata"],
+                                           row_id=row["id"])
     return list(best.values())
 
 

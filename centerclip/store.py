@@ -42,6 +42,9 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("time", _TIMESTAMP, nullable=False),
 ])
 
+# A small JPEG of the row's middle frame (centerclip.thumbnails); null in rows written before it existed.
+THUMBNAIL = pa.field("thumbnail", pa.binary())
+
 T = TypeVar("T")
 
 
@@ -59,6 +62,7 @@ def embeddings_schema(dim: int) -> pa.Schema:
         pa.field("schedule", pa.string(), nullable=False),
         pa.field("metadata", pa.string(), nullable=False),  # JSON of the manifest's extra columns
         pa.field("indexed_at", _TIMESTAMP, nullable=False),
+        THUMBNAIL,
     ])
 
 
@@ -154,6 +158,8 @@ class Store:
         if dim is not None and dim != stored_dim:
             raise ValueError(f"table {table!r} holds {stored_dim}-d vectors, not {dim}-d: "
                              "use the model it was indexed with, or another table")
+        if dim is not None and THUMBNAIL.name not in videos.schema.names:  # a table from before thumbnails
+            retry_conflicts(lambda: videos.add_columns(THUMBNAIL))
         errors = db.create_table(f"{table}_errors", schema=ERRORS_SCHEMA, exist_ok=True)
         return cls(videos, errors, index)
 
@@ -180,6 +186,7 @@ class Store:
             columns["vector"] = pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), self.dim)
         columns.setdefault("metadata", ["{}"] * count)
         columns.setdefault("indexed_at", [datetime.now(timezone.utc)] * count)
+        columns.setdefault(THUMBNAIL.name, [None] * count)
         table = pa.table({field.name: columns[field.name] for field in embeddings_schema(self.dim)},
                          schema=embeddings_schema(self.dim))
         check_keys(table.column("id").to_pylist())
@@ -303,13 +310,17 @@ class Store:
                 condition = col("uri").isin(uris[begin:begin + chunk])
                 retry_conflicts(lambda: self.errors_table.delete(condition))
 
-    def indexed_keys(self, keys: Iterable[str], chunk: int = 2048) -> set[str]:
-        """The subset of ``keys`` (ids of videos or moments) that the table already holds."""
+    def indexed_keys(self, keys: Iterable[str], chunk: int = 2048, *, with_thumbnail: bool = False) -> set[str]:
+        """The subset of ``keys`` (ids of videos or moments) that the table already holds; with
+        ``with_thumbnail``, only rows that have a thumbnail (rows from before thumbnails do not)."""
         keys = check_keys(keys)
         found: set[str] = set()
         for begin in range(0, len(keys), chunk):
             batch = keys[begin:begin + chunk]
-            hits = (self.videos.search().where(col("id").isin(batch))
+            condition = col("id").isin(batch)
+            if with_thumbnail:
+                condition = condition & (col(THUMBNAIL.name) != lit(b""))  # false for null, too
+            hits = (self.videos.search().where(condition)
                     .select(["id"]).limit(None).to_arrow())
             found.update(hits.column("id").to_pylist())
         return found

@@ -87,7 +87,8 @@ def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
                             in zip(batch["uri"][failed], batch["id"][failed], batch["stage"][failed], batch["error"][failed]))
     good = ~failed
     if good.any():
-        rows = {name: batch[name][good] for name in ("id", "video_id", "kind", "uri", "vector", "model", "schedule", "metadata")}
+        rows = {name: batch[name][good] for name in ("id", "video_id", "kind", "uri", "vector", "model", "schedule", "metadata",
+                                                    "thumbnail")}
         for name in ("start", "end"):
             rows[name] = [None if math.isnan(value) else float(value) for value in batch[name][good]]
         store.upsert(rows, replace=True)
@@ -108,6 +109,8 @@ def plan(store: Store, listing: Listing, retry_errors: bool) -> Work:
     store.record_errors(listing.errors)  # probe failures; their uris lose any rows
     generations = store.video_ids(source.uri for source in listing.sources)
     indexed = {source.key for source in listing.sources if source.key in generations.get(source.uri, ())}
+    # Rows indexed before thumbnails existed are indexed again, and so gain one.
+    indexed = store.indexed_keys(indexed, with_thumbnail=True)
     # Older generations beside an indexed one (tables written before replacing upserts).
     store.delete_videos({old for source in listing.sources if source.key in indexed
                          for old in generations[source.uri] - {source.key}})

@@ -120,7 +120,7 @@ def test_cli_prints_json(collection, weights, capsys):
     assert all(isinstance(result, Result) for result in results)
     assert [row["video_id"] for row in printed] == [result.video_id for result in results]
     assert printed[0] == {"video_id": videos[0], "uri": "/videos/0.mp4", "score": pytest.approx(1.0, abs=1e-4),
-                          "start": 4.0, "end": 6.0, "metadata": {}}
+                          "start": 4.0, "end": 6.0, "metadata": {}, "row_id": moment_key(videos[0], 4.0, 6.0)}
 
 
 def test_cli_prints_a_table_and_filters(collection, weights, capsys):

@@ -1,0 +1,1 @@
+"""The search service's web app: the HTTP API, media streaming and the page (static files)."""

@@ -1,0 +1,225 @@
+"""The search service's HTTP API and page, as an ASGI app with no Ray in it: pipelines/serve.py
+runs it in a Ray Serve deployment and embeds queries in another (``embed``).
+
+Requests name rows by id only (32 hex digits); files and thumbnails are looked up in the table,
+so no request can name a path. Without a token the app answers loopback clients only; with one,
+every request must carry it (``Authorization: Bearer``, or the cookie set by opening ``/?token=``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from urllib.parse import urlencode
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from lancedb.expr import col, lit
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ..search import Result, Searcher
+from ..store import KEY_PATTERN, KINDS, THUMBNAIL, Store
+from ..thumbnails import placeholder
+from .media import RangeNotSatisfiable, Span, content_type, open_uri, read_span, requested_span
+
+MAX_QUERY = 1000  # characters; the text tower reads about 77 tokens anyway
+MAX_K = 100
+DEFAULT_K = 12
+TOKEN_COOKIE = "centerclip_token"
+TOKEN_ENV = "CENTERCLIP_TOKEN"
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+_ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
+           "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+# The page loads nothing from anywhere else: it works offline and injected markup cannot call out.
+_PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+                "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+class BadRequest(HTTPException):
+    def __init__(self, detail: str):
+        super().__init__(400, detail)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Catalog:
+    """What the service reads from a store: searches (centerclip.search.Searcher, by vector) and
+    rows by id."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.searcher = Searcher(store, None)
+
+    def row(self, row_id: str, columns: list[str]) -> dict | None:
+        """The row with this id (None for an unknown or malformed id); columns the table lacks
+        (a thumbnail in a table from before thumbnails) come back as None."""
+        if not KEY_PATTERN.fullmatch(row_id):
+            return None
+        present = [name for name in columns if name in self.store.videos.schema.names]
+        hits = self.store.videos.search().where(col("id") == lit(row_id)).select(present).limit(1).to_arrow()
+        return {name: hits.column(name)[0].as_py() if name in present else None for name in columns} if len(hits) else None
+
+
+def result_json(result: Result) -> dict:
+    return {"video_id": result.video_id, "uri": result.uri, "score": round(result.score, 4), "start": result.start,
+            "end": result.end, "thumbnail": f"/api/thumbnail/{result.row_id}", "media": f"/api/media/{result.video_id}"}
+
+
+def _k(request: Request) -> int:
+    text = request.query_params.get("k", str(DEFAULT_K))
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_K:
+        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}, got {text[:20]!r}")
+    return int(text)
+
+
+def _where(request: Request) -> dict[str, str]:
+    kind = request.query_params.get("kind", "")
+    if kind and kind not in KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)} (or absent for both), got {kind[:20]!r}")
+    return {"kind": kind} if kind else {}
+
+
+def token_guard(token: str | None) -> Callable:
+    """HTTP middleware: without a token, loopback clients of a local host name only; with one,
+    every request carries it (header, cookie, or ``?token=`` on the page, moved into a cookie)."""
+
+    async def guard(request: Request, call_next):
+        if token is None:
+            # Loopback only, by peer and by Host header (a page on another site cannot rebind a
+            # name to 127.0.0.1 and read answers meant for this machine).
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower()
+            if not (request.client and is_loopback(request.client.host)) or host not in _LOCAL_NAMES:
+                return JSONResponse({"error": "this server has no token, so it answers only on 127.0.0.1 / localhost"},
+                                    status_code=403)
+            return await call_next(request)
+        authorization = request.headers.get("authorization", "")
+        supplied = (authorization[7:] if authorization.lower().startswith("bearer ") else
+                    request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE, ""))
+        if not hmac.compare_digest(supplied.encode(), token.encode()):
+            return JSONResponse({"error": "missing or wrong token: send 'Authorization: Bearer TOKEN', "
+                                          "or open /?token=TOKEN in the browser once"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if request.url.path == "/" and "token" in request.query_params:  # a link: keep it in a cookie, not in the address bar
+            rest = urlencode([(key, value) for key, value in request.query_params.multi_items() if key != "token"])
+            response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https")
+            return response
+        return await call_next(request)
+
+    return guard
+
+
+def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, token: str | None = None) -> FastAPI:
+    """The app over ``store``; ``embed`` turns a query into its vector (the model that indexed the table)."""
+    catalog = Catalog(store)
+    assets = {path: ((resources.files(__package__) / "static" / name).read_bytes(), kind)
+              for path, (name, kind) in _ASSETS.items()}
+    # No generated docs: they would load scripts from a CDN and describe less than the README.
+    app = FastAPI(title="centerclip", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def json_error(_: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    app.middleware("http")(token_guard(token))
+
+    @app.middleware("http")
+    async def no_sniffing(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def asset(path: str) -> Response:
+        body, kind = assets[path]
+        return Response(body, media_type=kind, headers={"Content-Security-Policy": _PAGE_POLICY,
+                                                         "Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return asset("/")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if f"/static/{name}" not in assets:
+            raise HTTPException(404, "not found")
+        return asset(f"/static/{name}")
+
+    @app.get("/api/health")
+    async def health() -> dict:
+        rows = await run_in_threadpool(store.count)
+        return {"status": "ok", "rows": rows}
+
+    async def ranked(vector: np.ndarray, k: int, where: dict, exclude: str | None, started: float) -> dict:
+        results = await run_in_threadpool(catalog.searcher.similar, vector, k, exclude, where)
+        return {"results": [result_json(result) for result in results],
+                "took_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    @app.get("/api/search")
+    async def search(request: Request) -> dict:
+        started = time.perf_counter()
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            raise BadRequest("the query is empty: say what to look for, e.g. q=a red circle moves left")
+        if len(query) > MAX_QUERY:
+            raise BadRequest(f"the query is {len(query)} characters long; at most {MAX_QUERY} are allowed")
+        k, where = _k(request), _where(request)
+        return await ranked(np.asarray(await embed(query)), k, where, None, started)
+
+    @app.get("/api/similar")
+    async def similar(request: Request) -> dict:
+        started = time.perf_counter()
+        row_id = request.query_params.get("id", "")
+        k, where = _k(request), _where(request)
+        row = await run_in_threadpool(catalog.row, row_id, ["vector", "video_id"])
+        if row is None:
+            raise HTTPException(404, f"no indexed video or moment has the id {row_id[:40]!r}")
+        return await ranked(np.asarray(row["vector"], np.float32), k, where, row["video_id"], started)
+
+    @app.get("/api/thumbnail/{row_id}")
+    async def thumbnail(row_id: str) -> Response:
+        row = await run_in_threadpool(catalog.row, row_id, [THUMBNAIL.name])
+        if row is None:
+            raise HTTPException(404, "no such row")
+        if row[THUMBNAIL.name]:
+            return Response(row[THUMBNAIL.name], media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(placeholder(), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/media/{row_id}")
+    async def media(row_id: str, request: Request) -> Response:
+        row = await run_in_threadpool(catalog.row, row_id, ["uri"])
+        if row is None:
+            raise HTTPException(404, "no such row")
+        try:
+            filesystem, path, size = await run_in_threadpool(open_uri, row["uri"])
+        except (FileNotFoundError, OSError):
+            raise HTTPException(404, "the indexed file is no longer there; re-index to update the table") from None
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+        try:
+            span = requested_span(request.headers.get("range"), size)
+        except RangeNotSatisfiable as error:
+            return JSONResponse({"error": str(error)}, status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        whole = span is None
+        span = Span(0, size - 1) if whole else span
+        if not whole:
+            headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
+        return StreamingResponse(read_span(filesystem, path, span), status_code=200 if whole else 206,
+                                 media_type=content_type(path), headers={**headers, "Content-Length": str(span.length)})
+
+    return app
+
+
+def token_from_env(token: str | None) -> str | None:
+    return token or os.environ.get(TOKEN_ENV) or None

@@ -1,0 +1,351 @@
+"""The search service over real HTTP: real Ray Serve on loopback, a real LanceDB index of generated
+videos written by the real indexer, the built-in model; and the page in a real headless Chromium."""
+
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lancedb.expr import col, lit
+from PIL import Image
+
+from centerclip.datasets.synthetic import render, write_video
+from centerclip.datasets.synthetic_scenes import BACKGROUNDS, plan
+from centerclip.store import Store
+from pipelines import index
+from pipelines import serve as serve_pipeline
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The README's sample set (10 videos, seed 1) and one long video: the captioned video's scene
+    between two stretches of its empty background, each as long as the scene, so the middle
+    moment is exactly the described scene. Returns (sample folder, long video, caption, file
+    name the caption describes, scene length in seconds)."""
+    cache = tmp_path_factory.mktemp("cache")
+    inputs, caption, expected = index.sample_inputs(index.IndexJob(cache=str(cache), sample_videos=10))
+    scene = next(video.scene for video in plan(10, seed=1) if f"{video.video_id}.mp4" == expected)
+    frames = render(scene, 112, 10)
+    padding = np.broadcast_to(np.array(BACKGROUNDS[scene.background], np.uint8), frames.shape)
+    long_video = tmp_path_factory.mktemp("long") / "long take.mp4"
+    write_video(np.concatenate([padding, frames, padding]), long_video, fps=10)
+    return Path(inputs[0]), long_video, caption, expected, scene.seconds
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, corpus, tmp_path_factory):
+    """Index the corpus with the built-in model, serve it, yield (base URL, db); Serve stops after."""
+    from ray import serve
+
+    folder, long_video, _, _, seconds = corpus
+    db = str(tmp_path_factory.mktemp("db"))
+    summary = index.main([str(folder), str(long_video.parent), "--db", db, "--moment-length", str(seconds),
+                          "--moment-stride", str(seconds), "--moments-after", str(3 * seconds - 0.5)])
+    assert summary["videos"] == 11 and summary["moments"] == 3 and summary["errors"] == 0
+    config = serve_pipeline.ServeConfig(db=db, port=free_port(), refresh=0.2, max_replicas=1, cpus=0.25)
+    url = serve_pipeline.start(config)
+    yield url.rstrip("/"), db
+    serve.shutdown()
+
+
+def get(base: str, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """A raw GET: the path goes on the wire exactly as written (no client-side normalising)."""
+    parsed = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {key.lower(): value for key, value in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def get_json(base: str, path: str) -> tuple[int, dict]:
+    status, headers, body = get(base, path)
+    assert headers["content-type"] == "application/json", (path, status, body[:200])
+    return status, json.loads(body)
+
+
+def search(base: str, query: str, **params) -> list[dict]:
+    status, body = get_json(base, "/api/search?" + urllib.parse.urlencode({"q": query, **params}))
+    assert status == 200, body
+    assert isinstance(body["took_ms"], float)
+    return body["results"]
+
+
+def test_health_counts_the_rows(service):
+    status, body = get_json(service[0], "/api/health")
+    assert status == 200 and body == {"status": "ok", "rows": 14}
+
+
+def test_search_finds_the_captioned_video_and_its_moment(service, corpus):
+    base, _ = service
+    _, long_video, caption, expected, seconds = corpus
+    results = search(base, caption, k=5)
+    assert len(results) == 5 and len({result["video_id"] for result in results}) == 5
+    assert set(results[0]) == {"video_id", "uri", "score", "start", "end", "thumbnail", "media"}
+    names = [Path(result["uri"]).name for result in results]
+    assert expected in names[:3] and long_video.name in names[:3]
+    long = results[names.index(long_video.name)]
+    assert (long["start"], long["end"]) == (seconds, 2 * seconds)  # the described scene, not the padding
+    assert long["media"] == f"/api/media/{long['video_id']}" and long["thumbnail"].startswith("/api/thumbnail/")
+    assert long["thumbnail"] != f"/api/thumbnail/{long['video_id']}"  # the moment's own picture
+    assert [result["score"] for result in results] == sorted((result["score"] for result in results), reverse=True)
+
+
+def test_kind_filters_videos_and_moments(service, corpus):
+    base, _ = service
+    caption = corpus[2]
+    assert all(result["start"] is None for result in search(base, caption, k=20, kind="video"))
+    moments = search(base, caption, k=20, kind="moment")
+    assert len(moments) == 1 and moments[0]["start"] is not None  # one long video holds every moment
+
+
+def test_similar_returns_other_videos(service, corpus):
+    base, _ = service
+    target = next(result for result in search(base, corpus[2], k=3) if Path(result["uri"]).name == corpus[3])
+    status, body = get_json(base, f"/api/similar?id={target['video_id']}&k=4")
+    assert status == 200 and len(body["results"]) == 4
+    assert target["video_id"] not in {result["video_id"] for result in body["results"]}
+
+
+def test_thumbnails_are_the_stored_jpegs(service, corpus):
+    base, db = service
+    rows = {row["id"]: row for row in Store.open(db).videos.to_arrow().select(["id", "kind", "thumbnail"]).to_pylist()}
+    assert len(rows) == 14 and all(row["thumbnail"] for row in rows.values())
+    for row_id, row in rows.items():
+        status, headers, body = get(base, f"/api/thumbnail/{row_id}")
+        assert status == 200 and headers["content-type"] == "image/jpeg" and body == row["thumbnail"]
+        image = Image.open(io.BytesIO(body))
+        assert image.format == "JPEG" and max(image.size) <= 224
+
+
+def test_media_honours_ranges_with_the_exact_bytes(service, corpus):
+    base, _ = service
+    long_video = corpus[1]
+    data = long_video.read_bytes()
+    video_id = next(r["video_id"] for r in search(base, corpus[2], k=3) if Path(r["uri"]).name == long_video.name)
+    path = f"/api/media/{video_id}"
+    status, headers, body = get(base, path)
+    assert (status, body, headers["content-type"], headers["accept-ranges"]) == (200, data, "video/mp4", "bytes")
+    for header, start, end in [("bytes=100-1099", 100, 1099), ("bytes=1000-", 1000, len(data) - 1),
+                               ("bytes=-500", len(data) - 500, len(data) - 1),
+                               (f"bytes=10-{len(data) + 99}", 10, len(data) - 1)]:
+        status, headers, body = get(base, path, {"Range": header})
+        assert status == 206, header
+        assert body == data[start:end + 1] and headers["content-length"] == str(end - start + 1)
+        assert headers["content-range"] == f"bytes {start}-{end}/{len(data)}"
+    status, headers, _ = get(base, path, {"Range": f"bytes={len(data)}-"})
+    assert status == 416 and headers["content-range"] == f"bytes */{len(data)}"
+
+
+@pytest.mark.parametrize("path", [
+    "/api/media/../../../../etc/passwd", "/api/media/..%2F..%2F..%2Fetc%2Fpasswd", "/api/media/%2Fetc%2Fpasswd",
+    "/api/media//etc/passwd", "/api/media/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/api/thumbnail/..%2F..%2Fpyproject.toml",
+    "/api/media/" + "0" * 32, "/api/media/" + "Z" * 32, "/api/thumbnail/" + "0" * 32 + "%2F..",
+    "/static/..%2F..%2F..%2Fpyproject.toml", "/static/../app.py", "/etc/passwd", "/api/media/"])
+def test_paths_in_requests_are_not_served(service, path):
+    status, headers, body = get(service[0], path)
+    assert status == 404 and headers["content-type"] == "application/json" and "error" in json.loads(body)
+    assert b"root:" not in body
+
+
+@pytest.mark.parametrize("query, status, message", [
+    ({"q": ""}, 400, "empty"), ({"q": "   "}, 400, "empty"), ({}, 400, "empty"),
+    ({"q": "a red circle " * 80}, 400, "at most 1000"), ({"q": "x", "k": "0"}, 400, "k must"),
+    ({"q": "x", "k": "101"}, 400, "k must"), ({"q": "x", "k": "ten"}, 400, "k must"), ({"q": "x", "k": "-1"}, 400, "k must"),
+    ({"q": "x", "kind": "clip"}, 400, "kind must"), ({"q": "x", "kind": "video' OR '1'='1"}, 400, "kind must")])
+def test_bad_queries_get_a_json_message(service, query, status, message):
+    code, body = get_json(service[0], "/api/search?" + urllib.parse.urlencode(query))
+    assert code == status and message in body["error"]
+
+
+@pytest.mark.parametrize("query", [{}, {"id": ""}, {"id": "0" * 32}, {"id": "' OR 1=1 --"}, {"id": "a" * 5000}])
+def test_similar_to_an_unknown_id_is_404(service, query):
+    code, body = get_json(service[0], "/api/similar?" + urllib.parse.urlencode(query))
+    assert code == 404 and "no indexed video" in body["error"]
+
+
+def test_rows_written_while_serving_show_up(service):
+    base, db = service
+    store = Store.open(db)
+    row = store.videos.to_arrow().slice(0, 1).to_pylist()[0]
+    extra = {**{name: [value] for name, value in row.items()}, "id": ["f" * 32], "video_id": ["f" * 32],
+             "kind": ["video"], "start": [None], "end": [None], "thumbnail": [None]}
+    store.upsert(extra)
+    try:
+        deadline = time.monotonic() + 10
+        while get_json(base, "/api/health")[1]["rows"] != 15 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert get_json(base, "/api/health")[1]["rows"] == 15
+        status, headers, body = get(base, "/api/thumbnail/" + "f" * 32)  # a row without a thumbnail
+        assert status == 200 and headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(body)).size == (224, 126)
+    finally:
+        store.videos.delete(col("id") == lit("f" * 32))
+
+
+def test_the_page_and_its_assets_are_served_locally(service):
+    base, _ = service
+    status, headers, body = get(base, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert b'<script src="/static/app.js"' in body and b"http" not in body.replace(b"http-equiv", b"")
+    for asset, kind in [("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")]:
+        status, headers, body = get(base, asset)
+        assert status == 200 and headers["content-type"].startswith(kind) and b"https://" not in body
+
+
+def test_without_a_token_only_local_host_names_are_answered(service):
+    status, _, body = get(service[0], "/api/health", {"Host": "attacker.example"})
+    assert status == 403 and b"no token" in body
+
+
+def test_other_addresses_need_a_token(service, capsys, monkeypatch):
+    monkeypatch.delenv("CENTERCLIP_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        serve_pipeline.main(["--db", service[1], "--host", "0.0.0.0"])
+    assert exit_info.value.code == 2 and "token" in capsys.readouterr().err
+
+
+def test_the_token_is_checked_on_every_request(service):
+    """The same app on a real uvicorn server (no Ray in between), with a token."""
+    import uvicorn
+
+    from centerclip.web.app import create_app
+
+    async def embed(query: str) -> np.ndarray:
+        return np.ones(Store.open(service[1]).dim, np.float32)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Store.open(service[1]), embed, token="s3cret"),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for path in ["/", "/api/health", "/api/search?q=x", "/api/thumbnail/" + "0" * 32, "/static/app.js"]:
+            assert get(base, path)[0] == 401
+            assert get(base, path, {"Authorization": "Bearer wrong"})[0] == 401
+            assert get(base, path, {"Cookie": "centerclip_token=wrong"})[0] == 401
+        assert get(base, "/api/health", {"Authorization": "Bearer s3cret"})[0] == 200
+        assert get(base, "/api/search?q=x&k=2", {"Authorization": "Bearer s3cret"})[0] == 200
+        status, headers, _ = get(base, "/?q=red&token=s3cret")
+        assert status == 303 and headers["location"] == "/?q=red"
+        cookie = headers["set-cookie"].split(";")[0]
+        assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
+        assert get(base, "/api/health", {"Cookie": cookie})[0] == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_serve_run_builder_takes_config_fields(service):
+    assert serve_pipeline.build({"db": service[1], "max_replicas": "1", "refresh": "0.5"}) is not None
+    with pytest.raises(ValueError, match="unknown argument 'colour'"):
+        serve_pipeline.build({"db": service[1], "colour": "red"})
+
+
+# ---------------------------------------------------------------------------- a real browser
+
+BROWSER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not all(BROWSER):
+        pytest.skip("needs the Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER[0]
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(BROWSER[1]))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 30):
+    """Poll a JavaScript expression until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(f"return {script};")
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}; status: {driver.find_element('id', 'status').text!r}")
+
+
+def test_browser_searches_plays_the_moment_and_finds_similar(service, corpus, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    base, _ = service
+    _, long_video, caption, expected, seconds = corpus
+    browser.get(base + "/")
+    box = browser.find_element(By.ID, "q")
+    assert browser.switch_to.active_element == box  # the search box has the focus: type straight away
+    box.send_keys(caption, Keys.ENTER)
+    wait_for(browser, "document.querySelectorAll('#results .result').length >= 3")
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(browser.current_url).query)["q"] == [caption]
+    names = [node.text for node in browser.find_elements(By.CSS_SELECTOR, "#results .result .name")]
+    assert expected in names[:3] and long_video.name in names[:3]
+    assert wait_for(browser, "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+
+    card = browser.find_elements(By.CSS_SELECTOR, "#results .result")[names.index(long_video.name)]
+    assert f"{seconds}.0" in card.find_element(By.CSS_SELECTOR, ".meta").text  # its time range
+    card.find_element(By.CSS_SELECTOR, ".play").click()
+    wait_for(browser, f"!document.getElementById('video').paused && document.getElementById('video').currentTime > {seconds} + 0.3")
+    position = browser.execute_script("return document.getElementById('video').currentTime")
+    assert seconds <= position < 2 * seconds, position  # from the moment's start, not from 0
+    screenshot = Path(os.environ.get("CENTERCLIP_SCREENSHOT") or tmp_path / "serve.png")  # docs/serve.png comes from here
+    browser.save_screenshot(str(screenshot))
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # It stops at the moment's end.
+    wait_for(browser, "document.getElementById('video').paused", timeout=seconds + 15)
+    assert browser.execute_script("return document.getElementById('video').currentTime") <= 2 * seconds + 0.5
+
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    wait_for(browser, "document.getElementById('player').hidden")
+    card = browser.find_elements(By.CSS_SELECTOR, "#results .result")[names.index(expected)]
+    card.find_element(By.CSS_SELECTOR, ".similar").click()
+    wait_for(browser, "location.search.includes('similar=') && document.querySelectorAll('#results .result').length > 0")
+    assert expected not in [node.text for node in browser.find_elements(By.CSS_SELECTOR, "#results .result .name")]
+    assert "similar to" in browser.find_element(By.ID, "status").text
+
+
+def test_browser_shows_empty_and_error_states(service, corpus, browser):
+    from selenium.webdriver.common.by import By
+
+    base, _ = service
+    long_id = next(r["video_id"] for r in search(base, corpus[2], k=3) if Path(r["uri"]).name == corpus[1].name)
+    browser.get(f"{base}/?similar={long_id}&kind=moment")  # every moment is the long video's own
+    wait_for(browser, "document.getElementById('status').textContent.startsWith('No videos')")
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []
+    browser.get(f"{base}/?q={'red+' * 300}")  # a shared link may hold more than the box takes
+    status = wait_for(browser, "document.getElementById('status').classList.contains('error') && "
+                               "document.getElementById('status').textContent")
+    assert status.startswith("Search failed: the query is 1199 characters long")
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []
