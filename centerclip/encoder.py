@@ -7,13 +7,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import patch
 from .checkpoint import BUILTIN, WEIGHTS, checkpoint_meta, create_clip
+from .models import open_clip  # with our model names registered
 from .schedule import Schedule
 from .video import model_preprocessing, preprocess
 

@@ -1,0 +1,88 @@
+"""What every command line of the project shares: a parser whose errors are one line, and a
+decorator that turns the mistakes a user can make (a bad path, schedule, weights file, database...)
+into one line on stderr and exit status 2 instead of a traceback. ``--debug`` or CENTERCLIP_DEBUG=1
+shows the traceback. Light on purpose: CLIs import it before parsing, so --help stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+DEBUG_ENV = "CENTERCLIP_DEBUG"
+USAGE_STATUS = 2  # argparse's status for a bad command line; ours for any bad input
+# Bad input, as the library reports it: ValueError (bad values, formats, schedules, weights) and
+# OSError (missing or unreadable files, no network). Anything else is a bug and keeps its traceback.
+EXPECTED = (ValueError, OSError)
+
+T = TypeVar("T")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a --debug flag and errors on one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true",
+                          help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
+
+    def error(self, message: str) -> None:
+        self.exit(USAGE_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def debugging(argv: Sequence[str] | None = None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: OSErrors name their file, multi-line messages are joined."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def command(main: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a CLI's ``main(argv=None)``: quiet logging, and expected errors end the program
+    with one line and status 2 (a SystemExit, which tests can catch like argparse's)."""
+
+    @functools.wraps(main)
+    def run(argv: Sequence[str] | None = None, *args, **kwargs) -> T:
+        debug = debugging(argv)
+        quiet_logging(debug)
+        prog = os.path.basename(sys.argv[0]) if argv is None else main.__module__.rsplit(".", 1)[-1]
+        try:
+            return main(argv, *args, **kwargs)
+        except EXPECTED as error:
+            if debug:
+                raise
+            print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+            raise SystemExit(USAGE_STATUS) from None
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            print(f"{prog}: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return run
+
+
+# Loggers of libraries that print INFO lines a user did not ask for (Ray Data's plans and
+# progress, Ray Train/Tune's setup, LanceDB's notices).
+LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "lancedb", "filelock", "urllib3", "fsspec")
+
+
+def quiet_logging(debug: bool = False) -> None:
+    """Our progress at INFO, other libraries' at WARNING (INFO for all with --debug)."""
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
+    logging.getLogger("centerclip").setLevel(logging.INFO)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
