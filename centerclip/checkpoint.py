@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .cli import Drop
 from .models import open_clip  # with our model names registered
 
 WEIGHTS = "model.safetensors"
@@ -120,15 +121,6 @@ def load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], model: s
     clip.load_state_dict(state)
 
 
-class _Drop(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
 def _hub_reachable(timeout: float = 3.0) -> bool:
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
@@ -157,7 +149,7 @@ def create_clip(model: str, pretrained: str | None) -> torch.nn.Module:
         return open_clip.create_model(model)
     if Path(pretrained).exists():
         # open_clip warns that the model is randomly initialised: true only until the next line.
-        notice = _Drop("Model initialized randomly")
+        notice = Drop("Model initialized randomly")
         logging.getLogger().addFilter(notice)
         try:
             clip = open_clip.create_model(model, load_weights=False)

@@ -36,6 +36,54 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def schedule(text: str) -> str:
+    """argparse type: a schedule string (checked against the model later, once it is loaded)."""
+    from .schedule import Schedule  # light: no torch
+
+    try:
+        return str(Schedule.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def positive(kind: type) -> Callable[[str], int | float]:
+    """argparse type: a number above zero."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def existing_file(text: str) -> str:
+    """argparse type: a local file that exists."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text}: {'a folder, not a file' if os.path.isdir(text) else 'no such file'}")
+    return text
+
+
+def missing_inputs(inputs: Sequence[str]) -> list[str]:
+    """Local inputs that cannot exist: paths that are not there, globs whose fixed leading folder is
+    not there. Object-store URIs are checked when listed."""
+    missing = []
+    for item in inputs:
+        if "://" in item:
+            continue
+        fixed = item
+        if any(char in item for char in "*?["):
+            fixed = os.path.dirname(item[:min(item.find(char) for char in "*?[" if char in item)]) or "."
+        if not os.path.exists(fixed):
+            missing.append(item)
+    return missing
+
+
 def debugging(argv: Sequence[str] | None = None) -> bool:
     argv = sys.argv[1:] if argv is None else argv
     return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -73,6 +121,18 @@ def command(main: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(130) from None
 
     return run
+
+
+class Drop(logging.Filter):
+    """A logging filter that drops records whose message holds one of ``texts``."""
+
+    def __init__(self, *texts: str):
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
 
 
 # Loggers of libraries that print INFO lines a user did not ask for (Ray Data's plans and

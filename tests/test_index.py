@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from centerclip import search as search_cli
 from centerclip.store import Store
 from pipelines import index
+from pipelines import search as search_cli
 from tests.videos import truncate, write_video
 
 MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]
@@ -34,7 +34,7 @@ def corpus(tmp_path_factory, synthetic_small):
 def written_rows(db: str) -> int:
     try:
         return Store.open(db).count()
-    except ValueError:  # the driver has not created the table yet
+    except (ValueError, FileNotFoundError):  # the driver has not created the database or the table yet
         return 0
 
 
