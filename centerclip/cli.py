@@ -1,5 +1,5 @@
 """What every command line of the project shares: a parser whose errors are one line, and a
-decorator that turns the mistakes a user can make (a bad path, schedule, weights file, database...)
+runner that turns the mistakes a user can make (a bad path, schedule, weights file, database...)
 into one line on stderr and exit status 2 instead of a traceback. ``--debug`` or CENTERCLIP_DEBUG=1
 shows the traceback. Light on purpose: CLIs import it before parsing, so --help stays instant.
 """
@@ -7,7 +7,6 @@ shows the traceback. Light on purpose: CLIs import it before parsing, so --help 
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
@@ -69,6 +68,14 @@ def existing_file(text: str) -> str:
     return text
 
 
+def check_dataset_root(parser: argparse.ArgumentParser, dataset: str, root: str | None) -> None:
+    """A benchmark other than the generated synthetic one needs its annotation folder."""
+    if root is None and dataset != "synthetic":
+        parser.error(f"--dataset {dataset} needs --root: the folder holding its annotation files (and videos)")
+    if root is not None and not os.path.isdir(root):
+        parser.error(f"--root {root}: no such folder")
+
+
 def missing_inputs(inputs: Sequence[str]) -> list[str]:
     """Local inputs that cannot exist: paths that are not there, globs whose fixed leading folder is
     not there. Object-store URIs are checked when listed."""
@@ -98,29 +105,28 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def command(main: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a CLI's ``main(argv=None)``: quiet logging, and expected errors end the program
-    with one line and status 2 (a SystemExit, which tests can catch like argparse's)."""
-
-    @functools.wraps(main)
-    def run(argv: Sequence[str] | None = None, *args, **kwargs) -> T:
-        debug = debugging(argv)
-        quiet_logging(debug)
-        prog = os.path.basename(sys.argv[0]) if argv is None else main.__module__.rsplit(".", 1)[-1]
-        try:
-            return main(argv, *args, **kwargs)
-        except EXPECTED as error:
-            if debug:
-                raise
-            print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
-            raise SystemExit(USAGE_STATUS) from None
-        except KeyboardInterrupt:
-            if debug:
-                raise
-            print(f"{prog}: interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
-
-    return run
+def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = None) -> T:
+    """Run a CLI's ``main(argv)`` as a program: quiet logging, and expected errors end it with one
+    line on stderr and status 2 (a SystemExit). ``main`` itself raises, for callers in Python."""
+    debug = debugging(argv)
+    quiet_logging(debug)
+    module = main.__module__
+    prog = os.path.basename(sys.argv[0]) if module == "__main__" else f"{module.rsplit('.', 1)[-1]}.py"
+    try:
+        return main(argv)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except EXPECTED as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(USAGE_STATUS) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 class Drop(logging.Filter):

@@ -238,7 +238,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
     return IndexJob(inputs=tuple(args.pop("inputs")), moments=moments, **args), as_json
 
 
-@cli.command
 def main(argv: list[str] | None = None) -> dict:
     from centerclip.progress import IndexProgress, format_summary, quiet_ray
 
@@ -250,4 +249,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

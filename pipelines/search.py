@@ -60,7 +60,6 @@ def build_parser() -> cli.ArgumentParser:
     return parser
 
 
-@cli.command
 def main(argv: Sequence[str] | None = None) -> list[Result]:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -80,4 +79,4 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from centerclip import EncoderConfig, VideoEncoder
+from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.search import Result, Searcher
 from centerclip.store import FILTERABLE, Store, moment_key, video_key
 from pipelines.search import FILTER_COLUMNS, main
@@ -154,9 +154,10 @@ def test_cli_prints_a_table_and_filters(collection, weights, capsys):
 @pytest.mark.parametrize("argv", [["   "], ["query", "--where", "metadata=x"], ["query", "--where", "uri"]])
 def test_cli_rejects_bad_input(collection, weights, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--db", collection[0], "--model", "centerclip-test", "--pretrained", weights])
+        cli.run(main, argv + ["--db", collection[0], "--model", "centerclip-test", "--pretrained", weights])
     assert exit_info.value.code == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert ": error: " in err and err.count("\n") == 1
 
 
 def test_pipeline_script_runs_main(collection, weights, monkeypatch, capsys):
