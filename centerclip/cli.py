@@ -61,13 +61,6 @@ def positive(kind: type) -> Callable[[str], int | float]:
     return parse
 
 
-def existing_file(text: str) -> str:
-    """argparse type: a local file that exists."""
-    if not os.path.isfile(text):
-        raise argparse.ArgumentTypeError(f"{text}: {'a folder, not a file' if os.path.isdir(text) else 'no such file'}")
-    return text
-
-
 def check_dataset_root(parser: argparse.ArgumentParser, dataset: str, root: str | None) -> None:
     """A benchmark other than the generated synthetic one needs its annotation folder."""
     if root is None and dataset != "synthetic":

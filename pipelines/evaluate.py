@@ -137,7 +137,7 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[EvaluateJob, str | None]:
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="synthetic", choices=sorted(datasets.LOADERS), help="benchmark (default: synthetic)")
     parser.add_argument("--root", help="benchmark annotation folder (synthetic: generated under --cache if omitted)")
@@ -153,6 +153,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvaluateJob, str | None]:
     parser.add_argument("--batch-size", type=cli.positive(int), default=32, help="videos per encoder batch")
     parser.add_argument("--cache", default=".cache/centerclip", help="folder for generated data and decoded frames")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-' for stdout only)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[EvaluateJob, str | None]:
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     args.pop("debug")
     cli.check_dataset_root(parser, args["dataset"], args["root"])

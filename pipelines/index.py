@@ -199,8 +199,7 @@ def run(job: IndexJob, progress=None) -> dict:
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
-    """The job, and whether to print the summary as JSON."""
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("inputs", nargs="*", help="folders, globs, manifests (.csv/.parquet/.jsonl with a uri column), "
                                                   "files or object-store prefixes; none: a generated sample set")
@@ -223,6 +222,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
     parser.add_argument("--cache", default=".cache/centerclip", help="folder for the generated sample set")
     parser.add_argument("--query", help="a text search to run when indexing is done")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
+    """The job, and whether to print the summary as JSON."""
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     args.pop("debug")
     as_json = args.pop("json")

@@ -42,7 +42,7 @@ def parse_where(text: str) -> tuple[str, str]:
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("query", nargs="?", help="what to look for, e.g. \"a red circle moves left\"")
-    parser.add_argument("--video", metavar="PATH", type=cli.existing_file,
+    parser.add_argument("--video", metavar="PATH",
                         help="instead of a text query: find videos similar to this file")
     parser.add_argument("--db", default="centerclip.lancedb",
                         help="LanceDB database written by pipelines/index.py: a folder or object-store URI "
@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parser.parse_args(argv)
     if (args.query is None) == (args.video is None):
         parser.error("give either a text query or --video PATH")
+    if args.video is not None and not Path(args.video).is_file():
+        parser.error(f"--video {args.video}: no such file")
     from centerclip.search import SearchConfig, format_table, search
     from centerclip.video import VideoDecodeError
 

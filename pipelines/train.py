@@ -123,7 +123,7 @@ def run(job: TrainJob) -> ray.train.Result:
     return trainer.fit()
 
 
-def parse_args(argv: list[str] | None = None) -> TrainJob:
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="synthetic", choices=sorted(datasets.LOADERS), help="benchmark (default: synthetic)")
     parser.add_argument("--root", help="benchmark annotation folder (synthetic: generated under --cache if omitted)")
@@ -148,6 +148,11 @@ def parse_args(argv: list[str] | None = None) -> TrainJob:
                                 help=f"training: {item.name.replace('_', ' ')} (default: {'on' if value else 'off'})")
         else:
             parser.add_argument(flag, type=type(value), default=value, help=f"training: {item.name} (default: {value})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainJob:
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     args.pop("debug")
     cli.check_dataset_root(parser, args["dataset"], args["root"])

@@ -151,10 +151,15 @@ def _cell(value) -> str:
     return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Write trials.csv and pareto.png into a sweep's folder and print its table; returns the rows."""
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="the sweep's folder, STORAGE/NAME (e.g. runs/sweeps/default) or s3://...")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Write trials.csv and pareto.png into a sweep's folder and print its table; returns the rows."""
+    parser = build_parser()
     experiment = parser.parse_args(argv).experiment
     if "://" not in experiment:
         if not Path(experiment).is_dir():

@@ -323,10 +323,18 @@ def write_started(sweep: SweepConfig) -> None:
         stream.write(json.dumps(as_json(sweep), indent=2).encode())
 
 
-def parse_args(argv: list[str] | None = None) -> Path:
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("config", type=cli.existing_file, help="the sweep's YAML file, e.g. sweeps/default.yaml")
-    return Path(parser.parse_args(argv).config)
+    parser.add_argument("config", help="the sweep's YAML file, e.g. sweeps/default.yaml")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Path:
+    parser = build_parser()
+    config = Path(parser.parse_args(argv).config)
+    if not config.is_file():
+        parser.error(f"{config}: no such file (a sweep is a YAML file: sweeps/default.yaml documents every key)")
+    return config
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
