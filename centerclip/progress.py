@@ -59,33 +59,29 @@ class IndexProgress:
 
     def __init__(self, total: int):
         self.total = total
-        self.interactive = sys.stderr.isatty()
+        self.moments = self.errors = 0
         self.bar = None
-        self.lines = LoggedProgress(total, every=30.0)
+        self.lines = None if sys.stderr.isatty() else LoggedProgress(total, every=30.0)
         self.stderr = _DropStderrLines(CORE_WORKER_NOTICES)
 
     def __enter__(self) -> IndexProgress:
         terminal = self.stderr.__enter__()
-        if self.interactive:
+        if self.lines is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, unit="video", desc="indexing", file=terminal, dynamic_ncols=True,
+            self.bar = tqdm(total=self.total, unit="video", desc="indexing", file=terminal,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos "
-                                       "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+                                       "[{elapsed}<{remaining}, {rate_noinv_fmt}]{postfix}")
             self.bar.set_postfix_str("0 moments, 0 errors")
-        else:
-            self.lines.__enter__()
         return self
 
     def update(self, videos: int, moments: int, errors: int) -> None:
-        self.lines.videos += videos
-        self.lines.moments += moments
-        self.lines.errors += errors
         if self.bar is None:
-            self.lines.update(0, 0, 0)
-        else:
-            self.bar.set_postfix_str(f"{self.lines.moments} moments, {self.lines.errors} errors", refresh=False)
-            self.bar.update(videos + errors)
+            self.lines.update(videos, moments, errors)
+            return
+        self.moments, self.errors = self.moments + moments, self.errors + errors
+        self.bar.set_postfix_str(f"{self.moments} moments, {self.errors} errors", refresh=False)
+        self.bar.update(videos + errors)
 
     def __exit__(self, *exc) -> None:
         try:
