@@ -134,14 +134,8 @@ class Drop(logging.Filter):
         return not any(text in message for text in self.texts)
 
 
-# Loggers of libraries that print INFO lines a user did not ask for (Ray Data's plans and
-# progress, Ray Train/Tune's setup, LanceDB's notices).
-LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "lancedb", "filelock", "urllib3", "fsspec")
-
-
 def quiet_logging(debug: bool = False) -> None:
-    """Our progress at INFO, other libraries' at WARNING (INFO for all with --debug)."""
+    """Our progress at INFO; other libraries' INFO lines only with --debug (Ray's own console
+    handlers are set by centerclip.progress.quiet_ray, where Ray is started)."""
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
     logging.getLogger("centerclip").setLevel(logging.INFO)
-    for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
