@@ -1,15 +1,18 @@
-"""centerclip: token clustering for efficient text-video retrieval."""
+"""centerclip: token clustering for efficient text-video retrieval.
 
-from pathlib import Path
+The public names load their modules on first use, so that command lines can parse their arguments
+(and answer --help) without importing torch.
+"""
 
-import open_clip
+from importlib import import_module
 
-# Our model configs (the built-in default and the tiny test model) become open_clip model names.
-open_clip.add_model_config(Path(__file__).parent / "model_configs")
+_EXPORTS = {"EncoderConfig": "encoder", "VideoEncoder": "encoder", "Schedule": "schedule", "Stage": "schedule",
+            "apply": "patch", "remove": "patch", "kmedoids": "clustering", "spectral": "clustering"}
 
-from .clustering import kmedoids, spectral  # noqa: E402
-from .encoder import EncoderConfig, VideoEncoder  # noqa: E402
-from .patch import apply, remove  # noqa: E402
-from .schedule import Schedule, Stage  # noqa: E402
+__all__ = list(_EXPORTS)
 
-__all__ = ["EncoderConfig", "Schedule", "Stage", "VideoEncoder", "apply", "remove", "kmedoids", "spectral"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

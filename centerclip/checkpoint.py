@@ -11,17 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import pickletools
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .cli import Drop
+from .models import open_clip  # with our model names registered
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 BUILTIN = Path(__file__).parent / "weights" / "centerclip-tiny"
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def save_checkpoint(folder: str | Path, clip: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -45,19 +51,31 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors, .pt, .pth or .bin file (or a checkpoint folder)."""
+    """Tensors of a .safetensors, .pt, .pth or .bin file (or a checkpoint folder). A file that is
+    not one of these is a ValueError naming the file and what is wrong with it."""
     path = Path(path)
     if path.is_dir():
+        if not (path / WEIGHTS).is_file():
+            raise FileNotFoundError(f"{path} is a folder without {WEIGHTS}: pass a centerclip checkpoint folder "
+                                    f"({WEIGHTS} + {META}) or a .safetensors/.pt/.bin weights file")
         path = path / WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"weights file {path} is empty: it was not saved completely, or is not a weights file")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a valid safetensors file ({error}): "
+                             f"pass a file written by safetensors, or a .pt/.bin checkpoint") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"refusing to load {path}: it holds Python objects, not only tensors; "
-                         f"only tensor checkpoints are accepted ({str(error).splitlines()[0]})") from None
+        raise ValueError(_unpickling_problem(path, str(error))) from None
+    except (EOFError, RuntimeError) as error:  # truncated pickles; zip archives torch cannot read
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: it is damaged or in another format "
+                         f"({str(error).split('.')[0][:120] or type(error).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -66,13 +84,41 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {name.removeprefix("module."): tensor for name, tensor in state.items()}
 
 
-class _Drop(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
+def _unpickling_problem(path: Path, message: str) -> str:
+    """torch's weights-only refusal, told apart: a pickle of Python objects (refused on purpose)
+    or a file that is no pickle at all (torch then suggests weights_only=False, which must not be
+    followed: it would run whatever the file holds)."""
+    found = re.search(r"GLOBAL (\S+)", message)
+    if found or _is_pickle(path):
+        return (f"refusing to load {path}: it holds Python objects, not only tensors" + (f" ({found[1]})" if found else "")
+                + "; only tensor checkpoints are accepted: save the model's state_dict, or use safetensors")
+    return (f"{path} is not a PyTorch checkpoint: it is damaged or in another format; "
+            f"pass a .safetensors/.pt/.bin weights file or a checkpoint folder")
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+
+def _is_pickle(path: Path) -> bool:
+    """Whether the file starts with a well-formed pickle, read opcode by opcode without running it."""
+    with open(path, "rb") as file:
+        try:
+            for _ in pickletools.genops(file):
+                pass
+        except Exception:  # genops raises ValueError, EOFError, ... on what is not a pickle
+            return False
+    return True
+
+
+def load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], model: str, source: str) -> None:
+    """Load a state dict whose names and shapes must be the model's: weights of another model are a
+    ValueError saying so, not torch's list of every mismatched tensor."""
+    own = clip.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = sorted(name for name in set(own) & set(state) if own[name].shape != state[name].shape)
+    if missing or unexpected or reshaped:
+        example = (missing or unexpected or reshaped)[0]
+        raise ValueError(f"{source} does not hold {model} weights ({len(missing)} tensors missing, {len(unexpected)} "
+                         f"unexpected, {len(reshaped)} of another shape, e.g. {example}): pass the --model they belong to")
+    clip.load_state_dict(state)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -103,14 +149,17 @@ def create_clip(model: str, pretrained: str | None) -> torch.nn.Module:
         return open_clip.create_model(model)
     if Path(pretrained).exists():
         # open_clip warns that the model is randomly initialised: true only until the next line.
-        notice = _Drop("Model initialized randomly")
+        notice = Drop("Model initialized randomly")
         logging.getLogger().addFilter(notice)
         try:
             clip = open_clip.create_model(model, load_weights=False)
         finally:
             logging.getLogger().removeFilter(notice)
-        clip.load_state_dict(load_state_dict(pretrained))
+        load_weights(clip, load_state_dict(pretrained), model, pretrained)
         return clip
+    if "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES):
+        raise FileNotFoundError(f"--pretrained {pretrained}: no such file or folder (weights are a .safetensors/.pt/.bin "
+                                f"file, a centerclip checkpoint folder, or an open_clip tag such as openai)")
     tag = open_clip.get_pretrained_cfg(model, pretrained)
     if not tag:
         raise ValueError(f"{pretrained!r} is neither a weights file nor a pretrained tag of {model}; "
@@ -122,7 +171,7 @@ def create_clip(model: str, pretrained: str | None) -> torch.nn.Module:
     if not _hub_reachable():
         source = f"https://huggingface.co/{hub_id.rstrip('/')}" if hub_id else tag.get("url", "its release page")
         quick = " (these weights need QuickGELU: use the model name with -quickgelu)" if tag.get("quick_gelu") else ""
-        raise RuntimeError(
+        raise ConnectionError(
             f"cannot download pretrained weights {model}/{pretrained}: no network. Either copy a Hugging Face cache "
             f"holding them into $HF_HOME (default ~/.cache/huggingface), or download the weights file from "
             f"{source} and pass its path: --model {model} --pretrained /path/to/open_clip_pytorch_model.bin{quick}")

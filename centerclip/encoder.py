@@ -7,13 +7,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import patch
 from .checkpoint import BUILTIN, WEIGHTS, checkpoint_meta, create_clip
+from .models import open_clip  # with our model names registered
 from .schedule import Schedule
 from .video import model_preprocessing, preprocess
 
@@ -23,7 +23,8 @@ DEFAULT_MODEL = "centerclip-tiny"
 @dataclass(frozen=True)
 class EncoderConfig:
     """Which model to build. Fields left None come from a centerclip checkpoint's metadata when
-    ``pretrained`` is one, else from the defaults: the built-in model, no reduction, 12 frames."""
+    ``pretrained`` is one, else from the defaults: the built-in model, no reduction, the model's
+    frames (see default_frames)."""
 
     model: str | None = None
     pretrained: str | None = None
@@ -38,6 +39,14 @@ class EncoderConfig:
         elif isinstance(schedule, dict):
             schedule = Schedule.from_dict(schedule)
         return cls(**{**values, "schedule": schedule})
+
+
+def default_frames(model: str) -> int:
+    """Frames per video when neither the config nor a checkpoint says: the built-in model's own for
+    its architecture (it was trained on 8), else 12 (the paper's setting for CLIP models)."""
+    if model == DEFAULT_MODEL:
+        return (checkpoint_meta(BUILTIN) or {}).get("frames", 12)
+    return 12
 
 
 def mean_pool(per_segment: torch.Tensor) -> torch.Tensor:
@@ -73,7 +82,7 @@ class VideoEncoder(nn.Module):
         if meta and meta["model"] != model:
             raise ValueError(f"checkpoint {pretrained} holds a {meta['model']} model, not {model}")
         schedule = config.schedule or Schedule.parse(meta.get("schedule", "none"))
-        frames = config.frames or meta.get("frames", 12)
+        frames = config.frames or meta.get("frames") or default_frames(model)
         encoder = cls(create_clip(model, pretrained), open_clip.get_tokenizer(model), schedule=schedule,
                       frames=frames, model_name=model)
         encoder.pretrained = pretrained

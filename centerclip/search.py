@@ -2,13 +2,11 @@
 
 The store holds one row per video and per moment; a query is matched against all of them and the
 hits are grouped by video, so a video ranks by its best row and reports that row's time range.
-
-    python pipelines/search.py "a red circle moves left" --db videos.lancedb [--k 5] [--json]
+The command line is pipelines/search.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -16,10 +14,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .encoder import DEFAULT_MODEL, EncoderConfig, VideoEncoder
+from .encoder import EncoderConfig, VideoEncoder
 from .frames import center_crop
 from .listing import list_inputs
-from .store import FILTERABLE, Store, equals_filter
+from .store import Store, equals_filter
 from .video import Decoder, SamplingConfig, VideoDecodeError
 
 # Rows fetched per wanted video: a long video's moments crowd the nearest rows, and every video
@@ -43,7 +41,7 @@ class Result:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    db: str
+    db: str = "centerclip.lancedb"  # where pipelines/index.py writes by default
     table: str = "videos"
     model: str | None = None  # None: the built-in model
     pretrained: str | None = None
@@ -75,7 +73,9 @@ class Searcher:
     @torch.inference_mode()
     def embed(self, query: str) -> np.ndarray:
         """A query's text embedding; long queries are truncated to the text context by the tokenizer."""
-        if not isinstance(query, str) or not query.strip():
+        if not isinstance(query, str):
+            raise TypeError(f"a query is a string, got {type(query).__name__} {query!r:.60}")
+        if not query.strip():
             raise ValueError("the query is empty: say what to look for, e.g. \"a dog runs on a beach\"")
         return self._model().encode_text([query.strip()])[0].float().cpu().numpy()
 
@@ -107,8 +107,8 @@ class Searcher:
     def vector(self, vector: np.ndarray, k: int = 5,
                where: Mapping[str, str | Sequence[str]] | None = None) -> list[Result]:
         """The k videos whose best row is nearest to ``vector``."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k (the number of videos to return) must be a whole number of at least 1, got {k!r}")
         condition = equals_filter(where or {})
         limit = k * OVERSAMPLE
         while True:
@@ -141,33 +141,6 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines) if results else "no results"
 
 
-def parse_where(text: str) -> tuple[str, str]:
-    column, separator, value = text.partition("=")
-    if not separator or column not in FILTERABLE:
-        raise argparse.ArgumentTypeError(
-            f"expected COLUMN=VALUE with COLUMN one of {', '.join(FILTERABLE)}, got {text!r}")
-    return column, value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Search indexed videos with a text query, or for videos like a video file.")
-    parser.add_argument("query", nargs="?", help="what to look for, e.g. \"a red circle moves left\"")
-    parser.add_argument("--video", metavar="PATH", help="instead of a text query: find videos similar to this file")
-    parser.add_argument("--db", required=True,
-                        help="LanceDB database (directory or object-store URI) written by pipelines/index.py")
-    parser.add_argument("--table", default="videos", help="embeddings table in the database (default: videos)")
-    parser.add_argument("--k", type=int, default=5, help="number of videos to return (default: 5)")
-    parser.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
-    parser.add_argument("--model", default=None,
-                        help=f"open_clip model name the collection was indexed with (default: the built-in {DEFAULT_MODEL})")
-    parser.add_argument("--pretrained", default=None,
-                        help="open_clip pretrained tag or weights file of that model (default: the model's own)")
-    parser.add_argument("--where", type=parse_where, action="append", default=[], metavar="COLUMN=VALUE",
-                        help=f"keep only rows whose COLUMN equals VALUE ({', '.join(FILTERABLE)}); "
-                             "repeat a column to accept any of several values, repeat columns to require all")
-    return parser
-
-
 def search(config: SearchConfig, query: str | None = None, video: str | None = None) -> list[Result]:
     """Text query or video file (exactly one) -> the k best videos."""
     if (query is None) == (video is None):
@@ -177,16 +150,3 @@ def search(config: SearchConfig, query: str | None = None, video: str | None = N
         where.setdefault(column, []).append(value)
     searcher = Searcher.create(config)
     return searcher.text(query, config.k, where) if video is None else searcher.video(video, config.k, where)
-
-
-def main(argv: Sequence[str] | None = None) -> list[Result]:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = SearchConfig(db=args.db, table=args.table, model=args.model, pretrained=args.pretrained,
-                          k=args.k, where=tuple(args.where))
-    try:
-        results = search(config, args.query, args.video)
-    except (ValueError, VideoDecodeError) as error:
-        parser.error(str(error))
-    print(json.dumps([result.to_dict() for result in results], indent=2) if args.json else format_table(results))
-    return results

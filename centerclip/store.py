@@ -10,6 +10,7 @@ writers cannot duplicate a row (without it they do: lancedb/lancedb#2463).
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import time
@@ -98,9 +99,10 @@ def equals_filter(values: Mapping[str, str | Iterable[str]]) -> Expr | None:
         raise ValueError(f"cannot filter on {unknown[0]!r}; filterable columns: {', '.join(FILTERABLE)}")
     condition = None
     for column, wanted in values.items():
-        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        values_given = wanted
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted) if isinstance(wanted, (list, tuple, set)) else None
         if not wanted or not all(isinstance(value, str) for value in wanted):
-            raise ValueError(f"filter values for {column!r} must be one or more strings")
+            raise TypeError(f"filter values for {column!r} must be a string or a list of strings, got {values_given!r:.80}")
         clause = col(column) == lit(wanted[0]) if len(wanted) == 1 else col(column).isin(wanted)
         condition = clause if condition is None else condition & clause
     return condition
@@ -147,12 +149,16 @@ class Store:
              read_consistency: timedelta = timedelta(0)) -> Store:
         """Open (or, given ``dim``, create) the tables. ``read_consistency`` is how stale a read may
         be: 0 makes every query see rows other processes committed, at one manifest check each."""
+        if dim is None and "://" not in uri and not os.path.isdir(uri):  # opening to read creates nothing
+            raise FileNotFoundError(f"no database at {uri}: index videos into it first "
+                                    f"(python pipelines/index.py VIDEOS --db {uri}), or pass the --db that was indexed")
         db = lancedb.connect(uri, read_consistency_interval=read_consistency)
         try:
             videos = db.open_table(table)
         except ValueError:
             if dim is None:
-                raise ValueError(f"no table {table!r} in {uri}; pass dim to create it") from None
+                raise ValueError(f"no table {table!r} in {uri}: index videos into it first, or pass the --table "
+                                 f"that was indexed (tables there: {', '.join(db.list_tables().tables) or 'none'})") from None
             videos = db.create_table(table, schema=embeddings_schema(dim), exist_ok=True)
         stored_dim = videos.schema.field("vector").type.list_size
         if dim is not None and dim != stored_dim:

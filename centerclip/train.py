@@ -19,31 +19,10 @@ import torch
 from .checkpoint import load_state_dict, save_checkpoint
 from .encoder import VideoEncoder, contrastive_loss
 from .frames import FrameSet
+from .train_config import PRECISION_NAMES, TrainConfig
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 TRAINING_STATE = "training_state.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3  # parameters trained from scratch
-    pretrained_lr: float = 1e-6  # CLIP weights that came pretrained: small steps keep what they know
-    weight_decay: float = 0.2
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    precision: str = "auto"  # bf16 on CUDA, fp32 on CPU; or fp32 / bf16 / fp16
-    grad_checkpointing: bool = False
-    seed: int = 0
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        if self.precision not in ("auto", *PRECISIONS):
-            raise ValueError(f"unknown precision {self.precision!r}: choose auto, {', '.join(PRECISIONS)}")
-        if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("steps must be >= 1 and batch_size >= 2 (the loss needs negatives)")
 
 
 @dataclass(frozen=True)

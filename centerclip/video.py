@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterator
 import av
 import decord
 import numpy as np
-import open_clip
 import pyarrow.fs
 import torch
 import torch.nn.functional as F
 
 from .decode_source import VideoDecodeError, brief, local_file
 from .decode_worker import Worker
+from .models import open_clip  # with our model names registered
 
 __all__ = [
     "Clip", "Decoder", "Limits", "SamplingConfig", "VideoDecodeError", "VideoInfo", "decode_size",

@@ -12,21 +12,25 @@ The split is decoded once (cached); videos that cannot be decoded are listed, no
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets
-from centerclip.evaluation import evaluate
-from centerclip.flops import VisionShape, video_cost
-from centerclip.frames import FrameSet, benchmark_split
-from centerclip.video import SamplingConfig
+if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the repository root holds centerclip/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Light imports only: torch and Ray load inside the functions that use them, after parsing.
+from centerclip import cli, datasets  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+
+    from centerclip import EncoderConfig, VideoEncoder
+    from centerclip.frames import FrameSet
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class EvaluateJob:
 
 
 def load_split(job: EvaluateJob, encoder: VideoEncoder) -> tuple[FrameSet, Path]:
+    from centerclip.frames import benchmark_split
+    from centerclip.video import SamplingConfig
+
     sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
     data = benchmark_split(job.dataset, job.root, job.split, sampling, job.cache, job.synthetic_videos)
     return data, Path(data.frames.filename).parent
@@ -58,11 +65,16 @@ class EncodeVideos:
     def __init__(self, *, config: EncoderConfig, weights, frames_folder: str):
         import ray
 
+        from centerclip import VideoEncoder
+        from centerclip.frames import FrameSet
+
         self.encoder = VideoEncoder.create(config).eval()
         self.encoder.clip.load_state_dict(ray.get(weights))  # an ObjectRef: the weights travel once
         self.data = FrameSet.load(frames_folder)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         from centerclip.evaluation import embed_videos
 
         with torch.inference_mode():
@@ -72,6 +84,9 @@ class EncodeVideos:
 
 def embed_with_ray(encoder: VideoEncoder, frames_folder: Path, videos: int, batch_size: int) -> torch.Tensor:
     import ray
+    import torch
+
+    from centerclip import EncoderConfig
 
     config = EncoderConfig(model=encoder.model_name, schedule=encoder.schedule, frames=encoder.frames)
     weights = ray.put(encoder.clip.state_dict())
@@ -85,6 +100,10 @@ def embed_with_ray(encoder: VideoEncoder, frames_folder: Path, videos: int, batc
 
 
 def run(job: EvaluateJob) -> list[dict]:
+    from centerclip import EncoderConfig, Schedule, VideoEncoder
+    from centerclip.evaluation import evaluate
+    from centerclip.flops import VisionShape, video_cost
+
     base = EncoderConfig(model=job.model, pretrained=job.pretrained, frames=job.frames)
     encoder = VideoEncoder.create(base)
     schedules = [Schedule.parse(text) for text in job.schedules] or [encoder.schedule]
@@ -118,30 +137,36 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[EvaluateJob, str | None]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="synthetic", choices=sorted(datasets.LOADERS), help="benchmark (default: synthetic)")
     parser.add_argument("--root", help="benchmark annotation folder (synthetic: generated under --cache if omitted)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--synthetic-videos", type=int, default=2000, help="videos in the generated synthetic set")
     parser.add_argument("--model", help="open_clip model name (default: the built-in model)")
     parser.add_argument("--pretrained", help="open_clip tag, weights file, or centerclip checkpoint")
-    parser.add_argument("--schedule", action="append", default=[], help="schedule to evaluate (repeatable)")
-    parser.add_argument("--frames", type=int, help="frames per video (default: the model's)")
+    parser.add_argument("--schedule", action="append", default=[], type=cli.schedule,
+                        help="schedule to evaluate, e.g. kmedoids@3:4x49 (repeatable; default: the model's)")
+    parser.add_argument("--frames", type=cli.positive(int), help="frames per video (default: the model's)")
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked numbers")
     parser.add_argument("--ray", action="store_true", help="encode the videos through Ray Data")
-    parser.add_argument("--batch-size", type=int, default=32, help="videos per encoder batch")
+    parser.add_argument("--batch-size", type=cli.positive(int), default=32, help="videos per encoder batch")
     parser.add_argument("--cache", default=".cache/centerclip", help="folder for generated data and decoded frames")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-' for stdout only)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[EvaluateJob, str | None]:
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
+    args.pop("debug")
+    cli.check_dataset_root(parser, args["dataset"], args["root"])
     output = args.pop("json")
     args["schedules"] = tuple(args.pop("schedule"))
     return EvaluateJob(**args), output
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
     job, output = parse_args(argv)
     results = run(job)
     if output == "-":
@@ -154,4 +179,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -15,26 +15,39 @@ prefixes. --list-errors prints the errors table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import ray
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder
-from centerclip.datasets.synthetic import ensure_synthetic
-from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch
-from centerclip.listing import Listing, Source, list_inputs
-from centerclip.search import Searcher
-from centerclip.store import Store
-from centerclip.video import SamplingConfig
+if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the repository root holds centerclip/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from centerclip import cli  # noqa: E402  (light: torch, Ray and LanceDB load after the arguments are parsed)
+
+if TYPE_CHECKING:
+    from centerclip import EncoderConfig
+    from centerclip.indexing import MomentConfig
+    from centerclip.listing import Listing, Source
+    from centerclip.search import Searcher
+    from centerclip.store import Store
 
 log = logging.getLogger("centerclip.index")
+# The sample set's clips last 4-8 s: moments of 3 s for those of 6 s or more show what moments
+# are (real collections get the defaults: 10 s windows of videos of 20 s or more).
+SAMPLE_MOMENTS = {"length": 3.0, "stride": 3.0, "min_duration": 6.0}
+
+
+def default_moments() -> MomentConfig:
+    from centerclip.indexing import MomentConfig
+
+    return MomentConfig()
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class IndexJob:
     encoders: int = 1
     encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the cluster's CPUs the decoders leave
     gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
-    moments: MomentConfig = field(default_factory=MomentConfig)
+    moments: MomentConfig = field(default_factory=default_moments)
     sample_videos: int = 40
     cache: str = ".cache/centerclip"
     query: str | None = None  # a search to show when indexing is done
@@ -60,21 +73,50 @@ class IndexJob:
     retry_errors: bool = False  # try again the inputs that failed and have not changed
 
 
+@dataclass(frozen=True)
+class Sample:
+    """The generated sample set, a caption of one of its videos to search for, and every caption
+    with its video's file name (to measure the search on all of them)."""
+
+    inputs: tuple[str, ...]
+    query: str
+    expected: str
+    captions: tuple[tuple[str, str], ...]
+
+
 def encoder_config(job: IndexJob) -> EncoderConfig:
+    from centerclip import EncoderConfig, Schedule
+
     return EncoderConfig(model=job.model, pretrained=job.pretrained, frames=job.frames,
                          schedule=Schedule.parse(job.schedule) if job.schedule else None)
 
 
-def sample_inputs(job: IndexJob) -> tuple[tuple[str, ...], str, str]:
-    """The generated sample set (held out from the built-in model's training data: another seed),
-    a caption of one of its videos to search for, and that video's file name."""
+def sample_inputs(job: IndexJob) -> Sample:
+    """The generated sample set (held out from the built-in model's training data: another seed)."""
+    from centerclip.datasets.synthetic import ensure_synthetic
+
     root = ensure_synthetic(Path(job.cache) / "sample", job.sample_videos, seed=1)
     annotations = json.loads((root / "MSRVTT_data.json").read_text())
     # A caption whose video has no temporal twin: a twin differing only in motion direction or
     # event order is the benchmark's hard case, not the demo's.
     plain = {video["video_id"] for video in annotations["videos"] if not video.get("temporal")}
     sentence = next(s for s in annotations["sentences"] if s["video_id"] in plain)
-    return (str(root / "videos"),), sentence["caption"], f"{sentence['video_id']}.mp4"
+    captions = tuple((s["caption"], f"{s['video_id']}.mp4") for s in annotations["sentences"])
+    return Sample((str(root / "videos"),), sentence["caption"], f"{sentence['video_id']}.mp4", captions)
+
+
+def caption_ranks(searcher: Searcher, captions: tuple[tuple[str, str], ...], videos: int) -> list[int]:
+    """Where each caption's own video ranks (1 = first) when the caption is searched for, among
+    ``videos`` results (videos + 1 when it is not among them)."""
+    import torch
+
+    with torch.inference_mode():
+        vectors = searcher.encoder.encode_text([caption for caption, _ in captions]).float().cpu().numpy()
+    ranks = []
+    for vector, (_, expected) in zip(vectors, captions):
+        names = [Path(result.uri).name for result in searcher.vector(vector, videos)]
+        ranks.append(names.index(expected) + 1 if expected in names else videos + 1)
+    return ranks
 
 
 def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
@@ -122,6 +164,8 @@ def plan(store: Store, listing: Listing, retry_errors: bool) -> Work:
 
 def failures(store: Store, uris: set[str], first: int = 20) -> dict:
     """The failed inputs among ``uris``: how many, how many per reason, and the first few."""
+    from centerclip.progress import reason_group
+
     errors = [row for row in store.errors().sort_by("uri").to_pylist() if row["uri"] in uris]
     by_reason: dict[str, int] = {}
     for row in errors:
@@ -130,34 +174,23 @@ def failures(store: Store, uris: set[str], first: int = 20) -> dict:
             "first": [{name: row[name] for name in ("uri", "stage", "reason")} for row in errors[:first]]}
 
 
-def reason_group(reason: str) -> str:
-    """"cannot decode: moov atom not found" -> "cannot decode": the part without file details."""
-    return reason.partition(": ")[0]
+def run(job: IndexJob, progress=None) -> dict:
+    """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.progress)."""
+    import ray
 
+    from centerclip import VideoEncoder
+    from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, sources_batch
+    from centerclip.listing import list_inputs
+    from centerclip.progress import LoggedProgress
+    from centerclip.search import Searcher
+    from centerclip.store import Store
+    from centerclip.video import SamplingConfig
 
-def format_failures(summary: dict, db: str, table: str) -> str:
-    found = summary["failures"]
-    if not found["count"]:
-        return ""
-    lines = [f"{found['count']} inputs not indexed, by reason:"]
-    for group, count in found["by_reason"].items():
-        lines.append(f"  {group} ({count})")
-        for row in found["first"]:
-            if reason_group(row["reason"]) == group:
-                detail = row["reason"][len(group) + 2:]
-                lines.append(f"    {json.dumps(row['uri'])[1:-1] if not row['uri'].isprintable() else row['uri']}"
-                             + (f"  ({detail})" if detail else ""))
-    if found["count"] > len(found["first"]):
-        lines.append(f"  ... and {found['count'] - len(found['first'])} more")
-    lines.append(f"all errors: python pipelines/index.py --db {db} --table {table} --list-errors")
-    return "\n".join(lines)
-
-
-def run(job: IndexJob) -> dict:
     started = time.perf_counter()
-    inputs, query, expected = (job.inputs, job.query, None) if job.inputs else sample_inputs(job)
     config = encoder_config(job)
     encoder = VideoEncoder.create(config)  # the driver's copy: embedding size, frame size, search
+    sample = None if job.inputs else sample_inputs(job)  # after the model loaded: a bad model costs nothing
+    inputs, query, expected = (job.inputs, job.query, None) if sample is None else (sample.inputs, sample.query, sample.expected)
     store = Store.open(job.db, dim=encoder.embed_dim, table=job.table)
     listing = list_inputs(list(inputs))
     sources = listing.sources
@@ -176,24 +209,23 @@ def run(job: IndexJob) -> dict:
         # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
         settings = EncodeSettings(encoder=encoder.config(), threads=max(1, round(encoder_cpus)))
         # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
-        # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried a
-        # bounded number of times instead of Ray's default of forever.
-        retries = {"max_restarts": 3, "max_task_retries": 3}  # Ray Data takes these as remote args only
+        # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried,
+        # by Ray Data's defaults for actor pools (its per-call remote args are deprecated).
         dataset = (
             ray.data.from_items([dict(zip(("uri", "key", "metadata"), row))
                                  for row in zip(*sources_batch(todo).values())])
             .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments},
                          batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.decoders), num_cpus=job.decoder_cpus,
-                         batch_format="numpy", **retries)
+                         batch_format="numpy")
             .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=job.batch_size,
                          compute=ray.data.ActorPoolStrategy(size=job.encoders), num_gpus=job.gpus_per_encoder,
-                         num_cpus=encoder_cpus, batch_format="numpy", **retries)
+                         num_cpus=encoder_cpus, batch_format="numpy")
         )
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            counts = write(store, batch)
-            videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
-            log.info("indexed %d/%d videos (%d moments), %d errors, %.1f videos/s", videos, len(todo), moments,
-                     errors, (videos + errors) / (time.perf_counter() - started))
+        with (progress or LoggedProgress)(len(todo)) as shown:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                counts = write(store, batch)
+                videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
+                shown.update(*counts)
     pruned = store.prune(listing.covers, listing.uris()) if job.prune else None
     index = store.ensure_index()
     seconds = time.perf_counter() - started
@@ -204,36 +236,46 @@ def run(job: IndexJob) -> dict:
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
                "videos_per_s": round((videos + errors) / seconds, 2), "failures": failed}
     if query:
-        results = Searcher(store, encoder).text(query, k=3)
+        searcher = Searcher(store, encoder)
+        results = searcher.text(query, k=3)
         summary["search"] = {"query": query, "expected": expected, "results": [result.to_dict() for result in results]}
+    if sample is not None:
+        ranks = caption_ranks(searcher, sample.captions, len(sources))
+        summary["search"]["rank"] = ranks[[caption for caption, _ in sample.captions].index(query)]
+        summary["sample"] = {"captions": len(ranks), "videos": len(sources),
+                             "R@1": round(100 * sum(rank == 1 for rank in ranks) / len(ranks), 1),
+                             "R@5": round(100 * sum(rank <= 5 for rank in ranks) / len(ranks), 1),
+                             "median_rank": float(np.median(ranks))}
     return summary
 
 
 def list_errors(db: str, table: str = "videos") -> list[dict]:
     """The whole errors table, by uri: what is not indexed and why."""
+    from centerclip.store import Store
+
     return Store.open(db, table=table).errors().sort_by("uri").to_pylist()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("inputs", nargs="*", help="folders, globs, manifests (.csv/.parquet/.jsonl with a uri column), "
                                                   "files or object-store prefixes; none: a generated sample set")
     parser.add_argument("--db", default="centerclip.lancedb", help="LanceDB database: a folder or s3://... (default: %(default)s)")
     parser.add_argument("--table", default="videos", help="table name (default: %(default)s)")
     parser.add_argument("--model", help="open_clip model name (default: the built-in model)")
     parser.add_argument("--pretrained", help="open_clip tag, weights file, or centerclip checkpoint")
-    parser.add_argument("--schedule", help="token-clustering schedule, e.g. kmedoids@3:4x49 (default: the model's)")
-    parser.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call (default: %(default)s)")
-    parser.add_argument("--decoders", type=int, default=1, help="decoding actors (default: %(default)s)")
-    parser.add_argument("--decoder-cpus", type=float, default=0.5, help="CPUs per decoding actor (default: %(default)s)")
-    parser.add_argument("--encoders", type=int, default=1, help="encoder actors (default: %(default)s)")
-    parser.add_argument("--encoder-cpus", type=float, help="CPUs per encoder actor (default: 1 with GPUs, else what decoders leave)")
+    parser.add_argument("--schedule", type=cli.schedule, help="token-clustering schedule, e.g. kmedoids@3:4x49 (default: the model's)")
+    parser.add_argument("--frames", type=cli.positive(int), help="frames per clip (default: the model's)")
+    parser.add_argument("--batch-size", type=cli.positive(int), default=16, help="videos per encoder call (default: %(default)s)")
+    parser.add_argument("--decoders", type=cli.positive(int), default=1, help="decoding actors (default: %(default)s)")
+    parser.add_argument("--decoder-cpus", type=cli.positive(float), default=0.5, help="CPUs per decoding actor (default: %(default)s)")
+    parser.add_argument("--encoders", type=cli.positive(int), default=1, help="encoder actors (default: %(default)s)")
+    parser.add_argument("--encoder-cpus", type=cli.positive(float), help="CPUs per encoder actor (default: 1 with GPUs, else what decoders leave)")
     parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
-    parser.add_argument("--moment-length", type=float, default=10.0, help="moment window in seconds (default: %(default)s)")
-    parser.add_argument("--moment-stride", type=float, default=10.0, help="moment stride in seconds (default: %(default)s)")
-    parser.add_argument("--moments-after", type=float, default=20.0, help="videos at least this long get moments (default: %(default)s)")
-    parser.add_argument("--sample-videos", type=int, default=40, help="size of the generated sample set (no inputs)")
+    parser.add_argument("--moment-length", type=cli.positive(float), help="moment window in seconds (default: 10; sample set: 3)")
+    parser.add_argument("--moment-stride", type=cli.positive(float), help="moment stride in seconds (default: 10; sample set: 3)")
+    parser.add_argument("--moments-after", type=float, help="videos at least this long get moments (default: 20; sample set: 6)")
+    parser.add_argument("--sample-videos", type=cli.positive(int), default=40, help="size of the generated sample set (no inputs)")
     parser.add_argument("--cache", default=".cache/centerclip", help="folder for the generated sample set")
     parser.add_argument("--query", help="a text search to run when indexing is done")
     parser.add_argument("--prune", action="store_true",
@@ -242,41 +284,46 @@ def build_parser() -> argparse.ArgumentParser:
                         help="try again the inputs that failed before and have not changed (skipped by default)")
     parser.add_argument("--list-errors", action="store_true",
                         help="print the errors table of --db/--table (one JSON object per line) and exit")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> IndexJob:
-    return job_from_args(build_parser().parse_args(argv))
-
-
-def job_from_args(parsed: argparse.Namespace) -> IndexJob:
-    args = vars(parsed)
+def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
+    """The job, and whether to print the summary as JSON."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    args.pop("debug")
     args.pop("list_errors")
-    moments = MomentConfig(args.pop("moment_length"), args.pop("moment_stride"), args.pop("moments_after"))
-    return IndexJob(inputs=tuple(args.pop("inputs")), moments=moments, **args)
+    as_json = args.pop("json")
+    # Nothing given exists: a typo, not a library. (Some missing among others: those end in the
+    # errors table, and lose their rows, like any input that is gone.)
+    missing = cli.missing_inputs(args["inputs"])
+    if missing and len(missing) == len(args["inputs"]):
+        parser.error(f"input {missing[0]} does not exist: pass folders, globs, manifests, video files or object-store prefixes")
+    from centerclip.indexing import MomentConfig
+
+    given = {name: args.pop(flag) for name, flag in
+             (("length", "moment_length"), ("stride", "moment_stride"), ("min_duration", "moments_after"))}
+    defaults = {} if args["inputs"] else SAMPLE_MOMENTS
+    moments = MomentConfig(**{**defaults, **{name: value for name, value in given.items() if value is not None}})
+    return IndexJob(inputs=tuple(args.pop("inputs")), moments=moments, **args), as_json
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
-    args = build_parser().parse_args(argv)
-    if args.list_errors:
-        errors = list_errors(args.db, args.table)
+    from centerclip.progress import IndexProgress, format_summary, quiet_ray
+
+    parsed = build_parser().parse_args(argv)
+    if parsed.list_errors:
+        errors = list_errors(parsed.db, parsed.table)
         for error in errors:
             print(json.dumps({**error, "time": error["time"].isoformat()}))
         return {"errors": errors}
-    summary = run(job_from_args(args))
-    print(json.dumps({key: value for key, value in summary.items() if key not in ("search", "failures")}, indent=2))
-    if summary["failures"]["count"]:
-        print("\n" + format_failures(summary, summary["db"], summary["table"]))
-    if "search" in summary:
-        expected = summary["search"]["expected"]
-        print(f"\nsearch: {summary['search']['query']!r}" + (f" (it describes {expected})" if expected else ""))
-        for rank, result in enumerate(summary["search"]["results"], 1):
-            span = "whole video" if result["start"] is None else f"{result['start']:.1f}-{result['end']:.1f} s"
-            print(f"  {rank}. {result['score']:.3f}  {result['uri']}  ({span})")
+    job, as_json = parse_args(argv)
+    quiet_ray()
+    summary = run(job, progress=IndexProgress)
+    print(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

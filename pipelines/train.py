@@ -14,24 +14,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import open_clip
-import ray
-import ray.train
-import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer, get_device, prepare_model
+if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the repository root holds centerclip/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets
-from centerclip.frames import FrameSet, benchmark_split
-from centerclip.train import Shard, TrainConfig, train
-from centerclip.video import SamplingConfig
+# Light imports only: torch and Ray load inside the functions that use them, after parsing.
+from centerclip import cli, datasets  # noqa: E402
+from centerclip.train_config import TrainConfig  # noqa: E402
 
+if TYPE_CHECKING:
+    import ray.train
 
+    from centerclip import VideoEncoder
 
 @dataclass(frozen=True)
 class TrainJob:
@@ -42,7 +41,7 @@ class TrainJob:
     model: str | None = None  # default: the built-in model's architecture, from scratch
     pretrained: str | None = None
     schedule: str = "none"
-    frames: int = 12
+    frames: int | None = None  # default: the model's (the built-in model's 8, a checkpoint's, else 12)
     workers: int = 1
     gpu: bool = False
     storage: str = "runs"
@@ -55,24 +54,40 @@ class TrainJob:
         return self.model or "centerclip-tiny"
 
 
-def prepare_frames(job: TrainJob) -> Path:
-    """Decode the training split once (cached) and return the frame cache's folder."""
-    size = open_clip.get_model_config(job.model_name)["vision_cfg"]["image_size"]
-    frames = benchmark_split(job.dataset, job.root, job.split, SamplingConfig(frames=job.frames, size=size),
-                             job.cache, job.synthetic_videos)
+def encoder(job: TrainJob) -> VideoEncoder:
+    from centerclip import EncoderConfig, Schedule, VideoEncoder
+
+    return VideoEncoder.create(EncoderConfig(model=job.model_name, pretrained=job.pretrained,
+                                             schedule=Schedule.parse(job.schedule), frames=job.frames))
+
+
+def prepare_frames(job: TrainJob, model: VideoEncoder) -> Path:
+    """Decode the training split once (cached) at the model's frames and size; returns the frame
+    cache's folder."""
+    from centerclip.frames import benchmark_split
+    from centerclip.video import SamplingConfig
+
+    sampling = SamplingConfig(frames=model.frames, size=model.image_size[0])
+    frames = benchmark_split(job.dataset, job.root, job.split, sampling, job.cache, job.synthetic_videos)
     return Path(frames.frames.filename).parent
 
 
 def train_worker(config: dict) -> None:
     """Ray Train's per-worker loop: build the encoder, wrap it in DDP, train on this worker's
     share of every global batch, report metrics and checkpoints."""
+    import ray.train
+    import torch
+    from ray.train.torch import get_device, prepare_model
+
+    from centerclip.frames import FrameSet
+    from centerclip.train import Shard, train
+
     job = TrainJob(**{**config["job"], "train": TrainConfig(**config["job"]["train"])})
     context = ray.train.get_context()
     torch.manual_seed(job.train.seed)
-    encoder = VideoEncoder.create(EncoderConfig(model=job.model_name, pretrained=job.pretrained,
-                                                schedule=Schedule.parse(job.schedule), frames=job.frames))
-    encoder.to(get_device())
-    model = prepare_model(encoder)
+    video_encoder = encoder(job)
+    video_encoder.to(get_device())
+    model = prepare_model(video_encoder)
     data = FrameSet.load(config["frames_folder"])
     resume_from = None
     if checkpoint := ray.train.get_checkpoint():
@@ -82,12 +97,17 @@ def train_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
     with tempfile.TemporaryDirectory() as output:
-        train(encoder, data, job.train, output=output, resume_from=resume_from, pretrained=job.pretrained is not None,
+        train(video_encoder, data, job.train, output=output, resume_from=resume_from, pretrained=job.pretrained is not None,
               shard=Shard(context.get_world_rank(), context.get_world_size()), model=model, report=report)
 
 
 def run(job: TrainJob) -> ray.train.Result:
-    frames_folder = prepare_frames(job)
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    model = encoder(job)  # on the driver: a bad model, weights file or schedule fails here, before Ray starts
+    job = dataclasses.replace(job, frames=model.frames)
+    frames_folder = prepare_frames(job, model)
     config = {"job": dataclasses.asdict(job), "frames_folder": str(frames_folder)}
     trainer = TorchTrainer(
         train_worker,
@@ -103,17 +123,18 @@ def run(job: TrainJob) -> ray.train.Result:
     return trainer.fit()
 
 
-def parse_args(argv: list[str] | None = None) -> TrainJob:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="synthetic", choices=sorted(datasets.LOADERS), help="benchmark (default: synthetic)")
     parser.add_argument("--root", help="benchmark annotation folder (synthetic: generated under --cache if omitted)")
     parser.add_argument("--split", default="train", help="split to train on (default: train)")
     parser.add_argument("--synthetic-videos", type=int, default=2000, help="videos in the generated synthetic set")
     parser.add_argument("--model", help="open_clip model name (default: centerclip-tiny)")
     parser.add_argument("--pretrained", help="open_clip tag, weights file, or centerclip checkpoint to start from")
-    parser.add_argument("--schedule", default="none", help="token-clustering schedule, e.g. kmedoids@6:4x49")
-    parser.add_argument("--frames", type=int, default=12, help="frames sampled per video (default: 12)")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default: 1)")
+    parser.add_argument("--schedule", type=cli.schedule, default="none", help="token-clustering schedule, e.g. kmedoids@6:4x49")
+    parser.add_argument("--frames", type=cli.positive(int),
+                        help="frames sampled per video (default: the model's: 8 for the built-in model, a checkpoint's, else 12)")
+    parser.add_argument("--workers", type=cli.positive(int), default=1, help="Ray Train workers (default: 1)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--storage", default="runs", help="checkpoint storage: a folder or s3://bucket/prefix")
     parser.add_argument("--name", default="centerclip", help="run name; the same name resumes the run")
@@ -121,17 +142,25 @@ def parse_args(argv: list[str] | None = None) -> TrainJob:
     defaults = TrainConfig()
     for item in dataclasses.fields(TrainConfig):
         value = getattr(defaults, item.name)
-        kind = {bool: lambda text: text.lower() in ("1", "true", "yes")}.get(type(value), type(value))
-        parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=value,
-                            help=f"training: {item.name} (default: {value})")
+        flag = f"--{item.name.replace('_', '-')}"
+        if isinstance(value, bool):  # a switch: --grad-checkpointing / --no-grad-checkpointing
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value,
+                                help=f"training: {item.name.replace('_', ' ')} (default: {'on' if value else 'off'})")
+        else:
+            parser.add_argument(flag, type=type(value), default=value, help=f"training: {item.name} (default: {value})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainJob:
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
+    args.pop("debug")
+    cli.check_dataset_root(parser, args["dataset"], args["root"])
     train_config = TrainConfig(**{item.name: args.pop(item.name) for item in dataclasses.fields(TrainConfig)})
     return TrainJob(**args, train=train_config)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("centerclip").setLevel(logging.INFO)  # our progress, without every library's INFO lines
     job = parse_args(argv)
     result = run(job)
     summary = {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None}
@@ -140,4 +169,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

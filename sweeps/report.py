@@ -1,15 +1,24 @@
 """A sweep's report: one CSV row per trial, and a Pareto plot of text->video R@1 against GFLOPs per
-video, each point labelled by its schedule, the front (nothing cheaper is as accurate) drawn."""
+video, each point labelled by its schedule, the front (nothing cheaper is as accurate) drawn.
+sweeps/sweep.py writes it when a sweep ends; this command writes it again from a sweep's folder
+(e.g. while the sweep still runs, or after it was interrupted).
+
+    python sweeps/report.py runs/sweeps/default       # STORAGE/NAME of the sweep
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import sys
+from pathlib import Path
 
-import pyarrow.fs
-from matplotlib.figure import Figure
-from ray import tune
+if __package__ in (None, ""):  # run as a script: sys.path[0] is sweeps/, the repository root holds centerclip/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Light imports only: Ray Tune, pyarrow and matplotlib load inside the functions that use them.
+from centerclip import cli  # noqa: E402
 
 ACCURACY, COST = "text_to_video/R@1", "gflops_per_video"
 FIRST = (COST, "ms_per_video", "peak_memory_mb")  # CSV columns after schedule and status, then the retrieval metrics
@@ -26,6 +35,8 @@ def trial_rows(experiment: str) -> list[dict]:
     """One row per trial of the Tune experiment at ``experiment``: its schedule, Tune status
     (TERMINATED when it finished or was stopped early, ERROR, PENDING, ...) and last reported
     metrics (the retrieval metrics are the keys holding a '/', e.g. text_to_video/R@1)."""
+    from ray import tune
+
     rows = []
     for trial in tune.ExperimentAnalysis(experiment).trials:
         metrics = trial.last_result or {}
@@ -58,6 +69,8 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def pareto_png(rows: list[dict], title: str = "") -> bytes:
+    from matplotlib.figure import Figure
+
     measured = [row for row in rows if row.get(ACCURACY) is not None and row.get(COST) is not None]
     points = [(row[COST], row[ACCURACY]) for row in measured]
     labels = [row["schedule"] for row in measured]
@@ -113,6 +126,8 @@ def place_labels(axes, points: list[tuple[float, float]], labels: list[str], col
 
 def write(rows: list[dict], folder: str) -> list[str]:
     """trials.csv and pareto.png in ``folder`` (a local path or a pyarrow.fs URI); returns their paths."""
+    import pyarrow.fs
+
     filesystem, path = pyarrow.fs.FileSystem.from_uri(folder)
     filesystem.create_dir(path, recursive=True)
     files = {"trials.csv": csv_text(rows).encode(), "pareto.png": pareto_png(rows, folder.rstrip("/").rsplit("/", 1)[-1])}
@@ -134,3 +149,30 @@ def markdown_table(rows: list[dict]) -> str:
 
 def _cell(value) -> str:
     return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("experiment", help="the sweep's folder, STORAGE/NAME (e.g. runs/sweeps/default) or s3://...")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Write trials.csv and pareto.png into a sweep's folder and print its table; returns the rows."""
+    parser = build_parser()
+    experiment = parser.parse_args(argv).experiment
+    if "://" not in experiment:
+        if not Path(experiment).is_dir():
+            parser.error(f"{experiment}: no such folder (a sweep's folder is STORAGE/NAME of its YAML file)")
+        if not any(Path(experiment).glob("experiment_state*.json")):
+            parser.error(f"{experiment} holds no Tune experiment: pass the folder sweeps/sweep.py wrote (STORAGE/NAME)")
+        experiment = str(Path(experiment).resolve())
+    rows = trial_rows(experiment)
+    written = write(rows, experiment)
+    print(markdown_table(rows))
+    print("\n".join(f"wrote {path}" for path in written))
+    return rows
+
+
+if __name__ == "__main__":
+    cli.run(main)

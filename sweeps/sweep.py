@@ -17,7 +17,6 @@ re-running the trials that finished, then writes the report again.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -27,28 +26,30 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a script: sys.path[0] is sweeps/, the repository root holds pipelines/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Light imports only (--help answers at once): torch, Ray and Tune load inside the functions that use them.
 import numpy as np  # noqa: E402
-import ray.cloudpickle  # noqa: E402
-import torch  # noqa: E402
 import yaml  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
-from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets  # noqa: E402
-from centerclip.evaluation import embed_videos, evaluate  # noqa: E402
-from centerclip.flops import VisionShape, video_cost  # noqa: E402
-from centerclip.frames import FrameSet  # noqa: E402
-from centerclip.train import TrainConfig, train  # noqa: E402
+from centerclip import Schedule, cli, datasets  # noqa: E402
+from centerclip.train_config import TrainConfig  # noqa: E402
 from pipelines.evaluate import EvaluateJob, load_split  # noqa: E402
 from sweeps import report  # noqa: E402
 
+if TYPE_CHECKING:
+    import torch
+    from ray import tune
+
+    from centerclip import EncoderConfig, VideoEncoder
+    from centerclip.frames import FrameSet
+
 if __name__ != "__main__":
+    import ray.cloudpickle
+
     # Trials run in Ray workers that may not have the repository on their path (a local Ray, a
     # cluster reached without --working-dir): the trainable's code travels with it instead.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -117,12 +118,17 @@ class SweepConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SweepConfig:
-        values = yaml.safe_load(Path(path).read_text())
+        try:
+            values = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a sweep config is a YAML mapping")
         return cls.from_dict(values)
 
     def encoder_config(self, schedule: Schedule | None = None) -> EncoderConfig:
+        from centerclip import EncoderConfig
+
         return EncoderConfig(model=self.model, pretrained=self.pretrained, schedule=schedule, frames=self.frames)
 
     def evaluate_job(self) -> EvaluateJob:
@@ -164,6 +170,8 @@ def expand(entry: str | dict, index: int) -> list[str]:
 
 def check_schedules(sweep: SweepConfig, encoder: VideoEncoder) -> None:
     """Every trial's schedule must fit the model and the frame count: fail before decoding or any trial."""
+    from centerclip.flops import VisionShape
+
     shape = VisionShape.of_model(encoder.clip)
     for text in sweep.schedules:
         try:
@@ -174,6 +182,8 @@ def check_schedules(sweep: SweepConfig, encoder: VideoEncoder) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     # This trial's own process (Tune starts one per trial): ru_maxrss is KiB on Linux, bytes on macOS.
@@ -182,6 +192,11 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def measure(encoder: VideoEncoder, data: FrameSet, sweep: SweepConfig) -> dict[str, float]:
     """The trial's result: retrieval metrics exactly as pipelines/evaluate.py computes them, plus cost."""
+    import torch
+
+    from centerclip.evaluation import embed_videos, evaluate
+    from centerclip.flops import VisionShape, video_cost
+
     encoder.eval()
     device = encoder.clip.logit_scale.device
     everything = np.arange(len(data))
@@ -211,6 +226,13 @@ def measure(encoder: VideoEncoder, data: FrameSet, sweep: SweepConfig) -> dict[s
 def run_trial(config: dict, *, sweep: SweepConfig, frames_folder: str, train_folder: str | None) -> None:
     """One Tune trial: build the encoder with this trial's schedule, optionally fine-tune it, and
     report the measurements (after every log_every fine-tuning steps, so ASHA can stop it early)."""
+    import torch
+    from ray import tune
+
+    from centerclip import VideoEncoder
+    from centerclip.frames import FrameSet
+    from centerclip.train import train
+
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     torch.manual_seed(sweep.seed)  # a model without a weights file gets the same random weights in every trial
     encoder = VideoEncoder.create(sweep.encoder_config(Schedule.parse(config["schedule"])))
@@ -231,6 +253,10 @@ def run_trial(config: dict, *, sweep: SweepConfig, frames_folder: str, train_fol
 def search(sweep: SweepConfig) -> tuple[dict, tune.TuneConfig]:
     """Grid search over the schedules; with fine-tuning, random draws of them and ASHA, which stops
     the trials whose R@1 trails at an evaluation."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     if sweep.finetune is None:
         return {"schedule": tune.grid_search(list(sweep.schedules))}, tune.TuneConfig(metric=METRIC, mode="max")
     evaluations = math.ceil(sweep.finetune.steps / sweep.finetune.log_every)
@@ -243,6 +269,10 @@ def search(sweep: SweepConfig) -> tuple[dict, tune.TuneConfig]:
 
 def run(sweep: SweepConfig) -> tune.ResultGrid:
     """Check every schedule, decode the split(s) once, then run the trials or resume them."""
+    from ray import tune
+
+    from centerclip import VideoEncoder
+
     encoder = VideoEncoder.create(sweep.encoder_config())
     check_schedules(sweep, encoder)
     job = sweep.evaluate_job()
@@ -293,10 +323,18 @@ def write_started(sweep: SweepConfig) -> None:
         stream.write(json.dumps(as_json(sweep), indent=2).encode())
 
 
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="the sweep's YAML file, e.g. sweeps/default.yaml")
+    return parser
+
+
 def parse_args(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", type=Path, help="the sweep's YAML file, e.g. sweeps/default.yaml")
-    return parser.parse_args(argv).config
+    parser = build_parser()
+    config = Path(parser.parse_args(argv).config)
+    if not config.is_file():
+        parser.error(f"{config}: no such file (a sweep is a YAML file: sweeps/default.yaml documents every key)")
+    return config
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -313,4 +351,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

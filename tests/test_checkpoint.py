@@ -68,6 +68,27 @@ def test_unknown_model_and_tag_errors():
 def test_offline_pretrained_tag_fails_fast_saying_where_to_put_the_weights(monkeypatch):
     monkeypatch.setattr(checkpoint, "_hub_reachable", lambda timeout=3.0: False)
     start = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"no network.*--pretrained /path/to/open_clip_pytorch_model.bin"):
+    with pytest.raises(ConnectionError, match=r"no network.*--pretrained /path/to/open_clip_pytorch_model.bin"):
         VideoEncoder.create(EncoderConfig(model="ViT-B-32", pretrained="openai"))
     assert time.monotonic() - start < 10
+
+
+def test_files_that_are_not_weights_get_a_message_naming_the_file_and_the_problem(tmp_path):
+    """Never torch's hint to retry with weights_only=False, never a raw EOFError or SafetensorError."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 16)
+    (tmp_path / "fake.safetensors").write_bytes(b"\xff" * 64)
+    (tmp_path / "folder").mkdir()
+    expected = {"empty.pt": "is empty", "random.pt": "not a PyTorch checkpoint: it is damaged or in another format",
+                "fake.safetensors": "not a valid safetensors file", "folder": "folder without model.safetensors"}
+    for name, message in expected.items():
+        with pytest.raises((ValueError, FileNotFoundError)) as error:
+            VideoEncoder.create(EncoderConfig(pretrained=str(tmp_path / name)))
+        assert message in str(error.value) and name in str(error.value)
+        assert "weights_only" not in str(error.value) and "Python objects" not in str(error.value)
+
+
+def test_weights_of_another_model_are_refused_with_the_model_named(tmp_path):
+    torch.save(VideoEncoder.create(EncoderConfig(model="centerclip-test")).clip.state_dict(), tmp_path / "test.pt")
+    with pytest.raises(ValueError, match=r"test.pt does not hold centerclip-tiny weights .*pass the --model"):
+        VideoEncoder.create(EncoderConfig(pretrained=str(tmp_path / "test.pt")))

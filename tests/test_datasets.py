@@ -1,4 +1,4 @@
-"""Benchmark adapters against the real split files in shared/data and small files in the documented formats."""
+"""Benchmark adapters against the real split files in tests/data and small files in the documented formats."""
 
 import json
 import logging
@@ -11,8 +11,8 @@ import pytest
 
 from centerclip.datasets import SCHEMA, AnnotationError, load, load_raw_captions
 
-# The repository sits beside shared/ (here /work/main and /work/shared; in CI a clone and a copy).
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real split files of MSR-VTT and MSVD, shipped with the tests (see tests/data/README.md).
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def write_json(path: Path, data: object) -> Path:

@@ -8,7 +8,7 @@ from centerclip.flops import VisionShape, counted_flops, video_cost
 @pytest.fixture(scope="module")
 def default_architecture():
     torch.manual_seed(0)
-    return VideoEncoder.create(EncoderConfig(model="centerclip-tiny")).eval()
+    return VideoEncoder.create(EncoderConfig(model="centerclip-tiny", frames=12)).eval()
 
 
 @pytest.mark.parametrize("schedule", [

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from centerclip import search as search_cli
+from centerclip import VideoEncoder
+from centerclip.progress import format_summary, ordinal
+from centerclip.search import Searcher
 from centerclip.store import Store
 from pipelines import index
+from pipelines import search as search_cli
 from tests.videos import truncate, write_video
 
 MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]
@@ -34,7 +37,7 @@ def corpus(tmp_path_factory, synthetic_small):
 def written_rows(db: str) -> int:
     try:
         return Store.open(db).count()
-    except ValueError:  # the driver has not created the table yet
+    except (ValueError, FileNotFoundError):  # the driver has not created the database or the table yet
         return 0
 
 
@@ -65,12 +68,19 @@ def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(r
     """The README's first command: the built-in model on a generated sample set it never saw."""
     summary = index.main(["--db", str(tmp_path / "db"), "--cache", str(tmp_path / "cache"), "--sample-videos", "10"])
     assert summary["videos"] == 10 and summary["errors"] == 0
+    assert summary["moments"] > 0  # the sample set's clips of 6 s or more get 3 s moments
     search = summary["search"]
     assert search["expected"] in [Path(result["uri"]).name for result in search["results"]]
+    assert Path(search["results"][search["rank"] - 1]["uri"]).name == search["expected"]
+    sample = summary["sample"]
+    assert sample["videos"] == 10 and sample["captions"] > 10 and 0 <= sample["R@1"] <= sample["R@5"] <= 100
+    text = format_summary(summary)
+    assert f"{search['expected']}, ranks {ordinal(search['rank'])} of 10" in text
+    assert f"comes first for {sample['R@1']:.0f}% (R@1)" in text and "exact search" in text and "{" not in text
     db = str(tmp_path / "db")
     cli = search_cli.main([search["query"], "--db", db, "--k", "3", "--json"])  # the built-in model, as indexed
     assert search["expected"] in [Path(result.uri).name for result in cli]
-    searcher = index.Searcher(Store.open(db), index.VideoEncoder.create())
+    searcher = Searcher(Store.open(db), VideoEncoder.create())
     assert searcher.text(search["query"], k=3, where={"uri": "' OR '1'='1"}) == []
     assert len(searcher.text(search["query"], k=3, where={"kind": "video"})) == 3
 

@@ -24,7 +24,7 @@ def test_ray_train_on_two_workers_sees_all_negatives(ray_session, synthetic_smal
     assert (tmp_path / "runs" / "two").is_dir() and checkpoint
 
     job = train_pipeline.parse_args(argv)
-    data = FrameSet.load(train_pipeline.prepare_frames(job))
+    data = FrameSet.load(train_pipeline.prepare_frames(job, train_pipeline.encoder(job)))
     torch.manual_seed(job.train.seed)
     single = VideoEncoder.create(EncoderConfig(model="centerclip-test", frames=4))
     metrics = train(single, data, job.train)
@@ -65,3 +65,12 @@ def test_evaluate_rejects_a_bad_schedule_before_decoding(tmp_path):
     with pytest.raises(ValueError, match="do not divide"):
         evaluate_pipeline.main(["--model", "centerclip-test", "--frames", "4", "--schedule", "kmedoids@2:3x16",
                                 "--root", str(tmp_path), "--cache", str(tmp_path / "cache")])
+
+
+def test_train_flags_switch_and_default_to_the_model(tmp_path):
+    job = train_pipeline.parse_args(["--grad-checkpointing"])
+    assert job.train.grad_checkpointing is True and job.frames is None
+    assert train_pipeline.parse_args(["--no-grad-checkpointing"]).train.grad_checkpointing is False
+    assert train_pipeline.encoder(job).frames == 8  # the built-in model's, from its metadata
+    with pytest.raises(SystemExit):
+        train_pipeline.parse_args(["--grad-checkpointing", "on"])  # a switch takes no value

@@ -1,4 +1,5 @@
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from centerclip import EncoderConfig, VideoEncoder
-from centerclip.search import Result, Searcher, main
-from centerclip.store import Store, moment_key, video_key
+from centerclip import EncoderConfig, VideoEncoder, cli
+from centerclip.search import Result, Searcher
+from centerclip.store import FILTERABLE, Store, moment_key, video_key
+from pipelines.search import FILTER_COLUMNS, main
 
 CAPTIONS = ["a red circle moves left", "a blue square spins", "two green triangles bounce",
             "a yellow star fades out", "a man is cooking pasta", "a dog runs on a beach"]
@@ -90,6 +92,22 @@ def test_filters_are_values_not_sql(searcher, collection):
     assert [result.video_id for result in moments] == [collection[1][0]]
     with pytest.raises(ValueError, match="cannot filter"):
         searcher.text(CAPTIONS[0], where={"metadata": "x"})
+    for value in (5, [5], None):
+        with pytest.raises(TypeError, match=re.escape(f"filter values for 'kind' must be a string or a list of strings, got {value}")):
+            searcher.text(CAPTIONS[0], where={"kind": value})
+
+
+def test_queries_that_are_not_text_say_what_was_given(searcher):
+    for query, given in ((None, "NoneType None"), (42, "int 42"), (["a dog"], "list ['a dog']")):
+        with pytest.raises(TypeError, match=re.escape(f"a query is a string, got {given}")):
+            searcher.text(query)
+    for k in (0, "5", 2.5):
+        with pytest.raises(ValueError, match="k .* must be a whole number of at least 1, got"):
+            searcher.text(CAPTIONS[0], k=k)
+
+
+def test_the_cli_offers_exactly_the_filterable_columns():
+    assert FILTER_COLUMNS == FILTERABLE
 
 
 def test_empty_queries_are_refused_and_long_ones_truncated(searcher):
@@ -136,9 +154,10 @@ def test_cli_prints_a_table_and_filters(collection, weights, capsys):
 @pytest.mark.parametrize("argv", [["   "], ["query", "--where", "metadata=x"], ["query", "--where", "uri"]])
 def test_cli_rejects_bad_input(collection, weights, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(argv + ["--db", collection[0], "--model", "centerclip-test", "--pretrained", weights])
+        cli.run(main, argv + ["--db", collection[0], "--model", "centerclip-test", "--pretrained", weights])
     assert exit_info.value.code == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert ": error: " in err and err.count("\n") == 1
 
 
 def test_pipeline_script_runs_main(collection, weights, monkeypatch, capsys):

@@ -39,8 +39,11 @@ def test_schema_declares_the_keys_and_the_vector_size(store):
 def test_open_checks_the_vector_size(tmp_path, store):
     with pytest.raises(ValueError, match="8-d"):
         Store.open(str(tmp_path / "db"), dim=16)
-    with pytest.raises(ValueError, match="pass dim"):
+    with pytest.raises(ValueError, match="no table 'other' in .*tables there: videos"):
         Store.open(str(tmp_path / "db"), table="other")
+    with pytest.raises(FileNotFoundError, match="no database at .*nowhere: index videos into it first"):
+        Store.open(str(tmp_path / "nowhere"))
+    assert not (tmp_path / "nowhere").exists()
     assert Store.open(str(tmp_path / "db")).dim == DIM
 
 

@@ -1,0 +1,141 @@
+"""What every command line of the project shares: a parser whose errors are one line, and a
+runner that turns the mistakes a user can make (a bad path, schedule, weights file, database...)
+into one line on stderr and exit status 2 instead of a traceback. ``--debug`` or CENTERCLIP_DEBUG=1
+shows the traceback. Light on purpose: CLIs import it before parsing, so --help stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+DEBUG_ENV = "CENTERCLIP_DEBUG"
+USAGE_STATUS = 2  # argparse's status for a bad command line; ours for any bad input
+# Bad input, as the library reports it: ValueError (bad values, formats, schedules, weights) and
+# OSError (missing or unreadable files, no network). Anything else is a bug and keeps its traceback.
+EXPECTED = (ValueError, OSError)
+
+T = TypeVar("T")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a --debug flag and errors on one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true",
+                          help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
+
+    def error(self, message: str) -> None:
+        self.exit(USAGE_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def schedule(text: str) -> str:
+    """argparse type: a schedule string (checked against the model later, once it is loaded)."""
+    from .schedule import Schedule  # light: no torch
+
+    try:
+        return str(Schedule.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def positive(kind: type) -> Callable[[str], int | float]:
+    """argparse type: a number above zero."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def check_dataset_root(parser: argparse.ArgumentParser, dataset: str, root: str | None) -> None:
+    """A benchmark other than the generated synthetic one needs its annotation folder."""
+    if root is None and dataset != "synthetic":
+        parser.error(f"--dataset {dataset} needs --root: the folder holding its annotation files (and videos)")
+    if root is not None and not os.path.isdir(root):
+        parser.error(f"--root {root}: no such folder")
+
+
+def missing_inputs(inputs: Sequence[str]) -> list[str]:
+    """Local inputs that cannot exist: paths that are not there, globs whose fixed leading folder is
+    not there. Object-store URIs are checked when listed."""
+    missing = []
+    for item in inputs:
+        if "://" in item:
+            continue
+        fixed = item
+        if any(char in item for char in "*?["):
+            fixed = os.path.dirname(item[:min(item.find(char) for char in "*?[" if char in item)]) or "."
+        if not os.path.exists(fixed):
+            missing.append(item)
+    return missing
+
+
+def debugging(argv: Sequence[str] | None = None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: OSErrors name their file, multi-line messages are joined."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = None) -> T:
+    """Run a CLI's ``main(argv)`` as a program: quiet logging, and expected errors end it with one
+    line on stderr and status 2 (a SystemExit). ``main`` itself raises, for callers in Python."""
+    debug = debugging(argv)
+    quiet_logging(debug)
+    module = main.__module__
+    prog = os.path.basename(sys.argv[0]) if module == "__main__" else f"{module.rsplit('.', 1)[-1]}.py"
+    try:
+        return main(argv)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except EXPECTED as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(USAGE_STATUS) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+class Drop(logging.Filter):
+    """A logging filter that drops records whose message holds one of ``texts``."""
+
+    def __init__(self, *texts: str):
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
+
+
+def quiet_logging(debug: bool = False) -> None:
+    """Our progress at INFO; other libraries' INFO lines only with --debug (Ray's own console
+    handlers are set by centerclip.progress.quiet_ray, where Ray is started)."""
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
+    logging.getLogger("centerclip").setLevel(logging.INFO)
