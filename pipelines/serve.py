@@ -12,7 +12,6 @@ up. Both autoscale between --min-replicas and --max-replicas. The server binds 1
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import signal
 import threading
@@ -26,7 +25,7 @@ import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from centerclip import EncoderConfig, VideoEncoder
+from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.encoder import DEFAULT_MODEL
 from centerclip.store import Store
 from centerclip.web.app import TOKEN_ENV, create_app, is_loopback, token_from_env
@@ -134,8 +133,8 @@ def start(config: ServeConfig) -> str:
     return f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}/"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="centerclip.lancedb", help="LanceDB database written by pipelines/index.py (default: %(default)s)")
     parser.add_argument("--table", default="videos", help="embeddings table (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; any other needs a token)")
@@ -154,12 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve in the foreground until Ctrl-C (or SIGTERM), then delete the app."""
-    parser = build_parser()
-    try:
-        config = ServeConfig(**vars(parser.parse_args(argv)))
-        url = start(config)
-    except ValueError as error:
-        parser.error(str(error))
+    args = vars(build_parser().parse_args(argv))
+    args.pop("debug")
+    config = ServeConfig(**args)
+    url = start(config)
     print(f"centerclip is serving {config.db} (table {config.table}) at {url}  (Ctrl-C stops it)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -169,4 +166,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

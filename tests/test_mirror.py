@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from centerclip import search as search_cli
 from centerclip.decode_source import path_from_uri, uri_from_path
 from centerclip.store import Store
 from pipelines import index
+from pipelines import search as search_cli
 from tests.videos import truncate, write_audio, write_video
 
 MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]

@@ -14,8 +14,11 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,7 @@ PARSE = "parse"  # its CLI's parser must accept it
 SETUP = "setup"  # installs or tests: what CI does around this suite
 SUBMIT = "submit"  # `ray job submit ... -- COMMAND`: COMMAND is parsed
 CLUSTER = "cluster"  # needs a cloud account or the output of a long run: only the files it names are checked
+HTTP = "http"  # a request to the search service: sent for real to the app serving the scratch folder's index
 
 CHECKS = {
     ("python3", "-m", "venv"): SETUP,
@@ -42,6 +46,8 @@ CHECKS = {
     ("python", "pipelines/evaluate.py"): PARSE,  # benchmark videos and downloaded weights
     ("python", "sweeps/sweep.py"): PARSE,  # minutes
     ("python", "sweeps/report.py"): PARSE,  # needs a sweep's folder
+    ("python", "pipelines/serve.py"): PARSE,  # serves until stopped: tests/test_serve.py runs it
+    ("curl",): HTTP,
     ("ray", "job", "submit"): SUBMIT,
     ("ray",): CLUSTER,  # ray up / dashboard / get-auth-token
     ("cp",): CLUSTER,  # copies what the training command before it wrote
@@ -102,7 +108,7 @@ EXAMPLES = examples(README.read_text())
 
 def test_the_readme_has_examples_of_every_kind():
     kinds = {check_of(without_environment(words)) for language, words in EXAMPLES if language == "bash"}
-    assert kinds == {RUN, PARSE, SETUP, SUBMIT, CLUSTER}
+    assert kinds == {RUN, PARSE, SETUP, SUBMIT, CLUSTER, HTTP}
     assert sum(language == "python" for language, _ in EXAMPLES) >= 2
 
 
@@ -118,7 +124,7 @@ def scratch(tmp_path_factory, ray_session):
 @pytest.mark.parametrize("language, example", EXAMPLES,
                          ids=[f"{i}-{shlex.join(e)[:60] if l == 'bash' else e.strip().splitlines()[0][:60]}"
                               for i, (l, e) in enumerate(EXAMPLES)])
-def test_readme_example(language, example, scratch, monkeypatch):
+def test_readme_example(language, example, scratch, monkeypatch, request):
     folder, env = scratch
     if language == "python":
         monkeypatch.chdir(folder)
@@ -139,6 +145,8 @@ def test_readme_example(language, example, scratch, monkeypatch):
         command = words[words.index("--") + 1:]
         assert check_of(command) in (RUN, PARSE)
         parse(command)
+    elif check == HTTP:
+        request_service(words, folder, request.getfixturevalue("service"))
     elif check == PARSE or missing_paths(words, folder):
         parse(words)
     else:
@@ -159,3 +167,46 @@ def run(words: list[str], folder: Path, env: dict) -> None:
         assert results, f"{shlex.join(words)} found nothing"
         if "kind=moment" in argv:
             assert all(result["start"] is not None and result["end"] > result["start"] for result in results)
+
+
+@pytest.fixture(scope="module")
+def service(scratch):
+    """The search app (centerclip.web) on a real uvicorn server on loopback, over the index the
+    Quick start wrote into the scratch folder, with the built-in model's text tower."""
+    import torch
+    import uvicorn
+
+    from centerclip import VideoEncoder
+    from centerclip.store import Store
+    from centerclip.web.app import create_app
+
+    folder, _ = scratch
+    store = Store.open(str(folder / "centerclip.lancedb"))
+    encoder = VideoEncoder.create().eval()
+
+    async def embed(query: str):
+        with torch.inference_mode():
+            return encoder.encode_text([query])[0].float().numpy()
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(store, embed), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    video_id = store.videos.search().where("kind = 'video'").select(["id"]).limit(1).to_arrow().column("id")[0].as_py()
+    yield port, video_id
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def request_service(words: list[str], folder: Path, service: tuple[int, str]) -> None:
+    """Send the README's curl command (VIDEO_ID: an indexed video) to the app; it must succeed."""
+    port, video_id = service
+    argv = [word.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("VIDEO_ID", video_id) for word in words]
+    done = subprocess.run([argv[0], "--fail", "--silent", "--show-error", *argv[1:]], cwd=folder,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{shlex.join(words)} failed: {done.stderr}"
