@@ -1,15 +1,24 @@
-"""centerclip: token clustering for efficient text-video retrieval."""
+"""centerclip: token clustering for efficient text-video retrieval.
 
-from pathlib import Path
+The public names load on first use (PEP 562), so ``import centerclip.video`` in a decoding
+process does not import torch and open_clip: that is 300-450 MB of private memory per process.
+"""
 
-import open_clip
+from importlib import import_module
 
-# Our model configs (the built-in default and the tiny test model) become open_clip model names.
-open_clip.add_model_config(Path(__file__).parent / "model_configs")
+_PUBLIC = {
+    "EncoderConfig": "models", "Schedule": "schedule", "Stage": "schedule", "VideoEncoder": "encoder",
+    "apply": "patch", "remove": "patch", "kmedoids": "clustering", "spectral": "clustering",
+}
 
-from .clustering import kmedoids, spectral  # noqa: E402
-from .encoder import EncoderConfig, VideoEncoder  # noqa: E402
-from .patch import apply, remove  # noqa: E402
-from .schedule import Schedule, Stage  # noqa: E402
+__all__ = sorted(_PUBLIC)
 
-__all__ = ["EncoderConfig", "Schedule", "Stage", "VideoEncoder", "apply", "remove", "kmedoids", "spectral"]
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'centerclip' has no attribute {name!r}")  # also lets `from centerclip import video` find submodules
+    return getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -19,9 +19,12 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-WEIGHTS = "model.safetensors"
-META = "meta.json"
-BUILTIN = Path(__file__).parent / "weights" / "centerclip-tiny"
+from .models import BUILTIN, META, OUR_CONFIGS, WEIGHTS, checkpoint_meta
+
+__all__ = ["BUILTIN", "META", "WEIGHTS", "checkpoint_meta", "create_clip", "load_state_dict", "save_checkpoint"]
+
+# Our model configs (the built-in default and the tiny test model) become open_clip model names.
+open_clip.add_model_config(OUR_CONFIGS)
 
 
 def save_checkpoint(folder: str | Path, clip: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -32,16 +35,6 @@ def save_checkpoint(folder: str | Path, clip: torch.nn.Module, meta: dict[str, A
     save_file(state, str(folder / WEIGHTS))
     (folder / META).write_text(json.dumps({"format": "centerclip", **meta}, indent=2, sort_keys=True))
     return folder
-
-
-def checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
-    """The metadata of a centerclip checkpoint (its folder or its weights file), else None."""
-    path = Path(path)
-    meta = path / META if path.is_dir() else path.with_name(META)
-    if not meta.is_file():
-        return None
-    values = json.loads(meta.read_text())
-    return values if values.get("format") == "centerclip" else None
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -23,12 +23,15 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder
 from centerclip.datasets.synthetic import ensure_synthetic
 from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, list_inputs, sources_batch
-from centerclip.search import Searcher
+from centerclip.models import EncoderConfig, ModelShape, model_shape
+from centerclip.schedule import Schedule
 from centerclip.store import Store
 from centerclip.video import SamplingConfig
+
+# torch, open_clip and the model are loaded by the encoder actors, and here only to search at the
+# end: a driver that schedules (or finds nothing to do) stays small and starts fast.
 
 log = logging.getLogger("centerclip.index")
 
@@ -43,10 +46,11 @@ class IndexJob:
     schedule: str | None = None  # default: the model's own
     frames: int | None = None
     batch_size: int = 16  # videos per encoder call
-    decoders: int = 1
+    decode_batch_size: int = 4  # videos per decoder call: amortises Ray's per-task cost
+    decoders: int | None = None  # None: a pool of 1 and up that grows with the cluster's CPUs
     decoder_cpus: float = 0.5  # decoding 8-16 small frames is light next to encoding them
-    encoders: int = 1
-    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the cluster's CPUs the decoders leave
+    encoders: int | None = None  # None: 1 and up, one per GPU the cluster has or adds; on CPUs, what fits
+    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the node's CPUs one decoder leaves (at most 8)
     gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
     moments: MomentConfig = field(default_factory=MomentConfig)
     sample_videos: int = 40
@@ -57,6 +61,41 @@ class IndexJob:
 def encoder_config(job: IndexJob) -> EncoderConfig:
     return EncoderConfig(model=job.model, pretrained=job.pretrained, frames=job.frames,
                          schedule=Schedule.parse(job.schedule) if job.schedule else None)
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Actor pools of the two stages: (min, max) actors, max None = as many as the cluster has
+    or its autoscaler adds; CPUs (and GPUs) per actor; the encoder's CPU threads."""
+
+    decoders: tuple[int, int | None]
+    decoder_cpus: float
+    encoders: tuple[int, int | None]
+    encoder_cpus: float
+    encoder_gpus: float
+    threads: int
+
+    def strategy(self, stage: str) -> ray.data.ActorPoolStrategy:
+        low, high = getattr(self, stage)
+        return ray.data.ActorPoolStrategy(size=low) if low == high else ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+
+
+def pools(job: IndexJob, resources: dict[str, float]) -> Pools:
+    """Size the stages to the cluster (``ray.cluster_resources()``); the job's flags override.
+    Ray Data grows an autoscaling pool while its stage is the bottleneck and resources are free;
+    pending actors of a pool with room to grow make the Ray autoscaler add nodes (GPU workers
+    of cluster.yaml), so GPUs get encoders and their CPUs get decoders without tuning."""
+    fixed = lambda count: (count, count)  # noqa: E731
+    decoders = fixed(job.decoders) if job.decoders else (1, None)
+    if job.gpus_per_encoder:
+        encoder_cpus = job.encoder_cpus or 1.0
+        encoders = fixed(job.encoders) if job.encoders else (1, None)
+    else:  # on CPUs: each encoder takes the CPUs one decoder leaves on a node, up to 8
+        cpus = resources.get("CPU", 1.0)
+        encoder_cpus = job.encoder_cpus or max(1.0, min(8.0, cpus - job.decoder_cpus))
+        encoders = fixed(job.encoders) if job.encoders else (1, max(1, int((cpus - job.decoder_cpus) // encoder_cpus)))
+    # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
+    return Pools(decoders, job.decoder_cpus, encoders, encoder_cpus, job.gpus_per_encoder, max(1, round(encoder_cpus)))
 
 
 def sample_inputs(job: IndexJob) -> tuple[tuple[str, ...], str, str]:
@@ -90,9 +129,13 @@ def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
 def run(job: IndexJob) -> dict:
     started = time.perf_counter()
     inputs, query, expected = (job.inputs, job.query, None) if job.inputs else sample_inputs(job)
-    config = encoder_config(job)
-    encoder = VideoEncoder.create(config)  # the driver's copy: embedding size, frame size, search
-    store = Store.open(job.db, dim=encoder.embed_dim, table=job.table)
+    config = encoder_config(job).resolved()
+    shape = model_shape(config.model)
+    encoder = None
+    if shape is None:  # a model without a local JSON config: only building it tells its shape
+        encoder = _video_encoder(config)
+        shape = ModelShape(encoder.embed_dim, encoder.image_size[0])
+    store = Store.open(job.db, dim=shape.embed_dim, table=job.table)
     sources, listing_errors = list_inputs(list(inputs))
     store.record_errors(listing_errors)
     indexed = store.indexed_keys([source.key for source in sources])
@@ -100,14 +143,13 @@ def run(job: IndexJob) -> dict:
     log.info("%d videos found, %d already indexed, %d to index; %d inputs could not be listed",
              len(sources), len(indexed), len(todo), len(listing_errors))
     videos = moments = errors = 0
+    first_batch = last_batch = None  # (seconds since start, videos) when the first batch was written; seconds of the last
     if todo:
         if not ray.is_initialized():
             ray.init()  # joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one
-        sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
-        encoder_cpus = job.encoder_cpus or (1.0 if job.gpus_per_encoder else max(
-            1.0, (ray.cluster_resources().get("CPU", 1.0) - job.decoders * job.decoder_cpus) / job.encoders))
-        # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
-        settings = EncodeSettings(encoder=encoder.config(), threads=max(1, round(encoder_cpus)))
+        sizes = pools(job, ray.cluster_resources())
+        sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
+        settings = EncodeSettings(encoder=config, threads=sizes.threads)
         # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
         # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried a
         # bounded number of times instead of Ray's default of forever.
@@ -116,15 +158,17 @@ def run(job: IndexJob) -> dict:
             ray.data.from_items([dict(zip(("uri", "key", "metadata"), row))
                                  for row in zip(*sources_batch(todo).values())])
             .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments},
-                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.decoders), num_cpus=job.decoder_cpus,
-                         batch_format="numpy", **retries)
+                         batch_size=job.decode_batch_size, compute=sizes.strategy("decoders"),
+                         num_cpus=sizes.decoder_cpus, batch_format="numpy", **retries)
             .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=job.batch_size,
-                         compute=ray.data.ActorPoolStrategy(size=job.encoders), num_gpus=job.gpus_per_encoder,
-                         num_cpus=encoder_cpus, batch_format="numpy", **retries)
+                         compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus,
+                         num_cpus=sizes.encoder_cpus, batch_format="numpy", **retries)
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             counts = write(store, batch)
             videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
+            last_batch = time.perf_counter() - started
+            first_batch = first_batch or (last_batch, videos + errors)
             log.info("indexed %d/%d videos (%d moments), %d errors, %.1f videos/s", videos, len(todo), moments,
                      errors, (videos + errors) / (time.perf_counter() - started))
     index = store.ensure_index()
@@ -133,10 +177,22 @@ def run(job: IndexJob) -> dict:
                "videos": videos, "moments": moments, "errors": errors + len(listing_errors),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
                "videos_per_s": round((videos + errors) / seconds, 2)}
+    if first_batch:
+        # Start-up (Ray, actors, model loads, the first batch) apart from the rate after it.
+        steady = (videos + errors - first_batch[1]) / max(last_batch - first_batch[0], 1e-9)
+        summary |= {"startup_s": round(first_batch[0], 1), "steady_videos_per_s": round(steady, 2)}
     if query:
-        results = Searcher(store, encoder).text(query, k=3)
+        from centerclip.search import Searcher
+
+        results = Searcher(store, encoder or _video_encoder(config)).text(query, k=3)
         summary["search"] = {"query": query, "expected": expected, "results": [result.to_dict() for result in results]}
     return summary
+
+
+def _video_encoder(config: EncoderConfig):
+    from centerclip.encoder import VideoEncoder
+
+    return VideoEncoder.create(config)
 
 
 def parse_args(argv: list[str] | None = None) -> IndexJob:
@@ -150,10 +206,12 @@ def parse_args(argv: list[str] | None = None) -> IndexJob:
     parser.add_argument("--schedule", help="token-clustering schedule, e.g. kmedoids@3:4x49 (default: the model's)")
     parser.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call (default: %(default)s)")
-    parser.add_argument("--decoders", type=int, default=1, help="decoding actors (default: %(default)s)")
+    parser.add_argument("--decoders", type=int, help="decoding actors (default: from 1 up to what the cluster's CPUs allow)")
     parser.add_argument("--decoder-cpus", type=float, default=0.5, help="CPUs per decoding actor (default: %(default)s)")
-    parser.add_argument("--encoders", type=int, default=1, help="encoder actors (default: %(default)s)")
-    parser.add_argument("--encoder-cpus", type=float, help="CPUs per encoder actor (default: 1 with GPUs, else what decoders leave)")
+    parser.add_argument("--encoders", type=int, help="encoder actors (default: from 1 up to one per GPU the cluster has or "
+                                                     "adds; on CPUs, as many as fit beside a decoder)")
+    parser.add_argument("--encoder-cpus", type=float, help="CPUs per encoder actor (default: 1 with GPUs, else what a decoder "
+                                                           "leaves on the node, at most 8)")
     parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
     parser.add_argument("--moment-length", type=float, default=10.0, help="moment window in seconds (default: %(default)s)")
     parser.add_argument("--moment-stride", type=float, default=10.0, help="moment stride in seconds (default: %(default)s)")

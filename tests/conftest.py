@@ -2,7 +2,7 @@ import open_clip
 import pytest
 import torch
 
-import centerclip  # noqa: F401  (registers our model configs with open_clip)
+import centerclip.checkpoint  # noqa: F401  (registers our model configs with open_clip)
 
 
 @pytest.fixture(scope="session")

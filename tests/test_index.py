@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from centerclip import VideoEncoder
 from centerclip import search as search_cli
+from centerclip.search import Searcher
 from centerclip.store import Store
 from pipelines import index
 from tests.videos import truncate, write_video
@@ -70,7 +72,7 @@ def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(r
     db = str(tmp_path / "db")
     cli = search_cli.main([search["query"], "--db", db, "--k", "3", "--json"])  # the built-in model, as indexed
     assert search["expected"] in [Path(result.uri).name for result in cli]
-    searcher = index.Searcher(Store.open(db), index.VideoEncoder.create())
+    searcher = Searcher(Store.open(db), VideoEncoder.create())
     assert searcher.text(search["query"], k=3, where={"uri": "' OR '1'='1"}) == []
     assert len(searcher.text(search["query"], k=3, where={"kind": "video"})) == 3
 
