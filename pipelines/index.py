@@ -145,7 +145,8 @@ def run(job: IndexJob) -> dict:
     videos = moments = errors = 0
     first_batch = last_batch = None  # (seconds since start, videos) when the first batch was written; seconds of the last
     if todo:
-        if not ray.is_initialized():
+        own_ray = not ray.is_initialized()
+        if own_ray:
             ray.init()  # joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one
         sizes = pools(job, ray.cluster_resources())
         sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
@@ -171,6 +172,8 @@ def run(job: IndexJob) -> dict:
             first_batch = first_batch or (last_batch, videos + errors)
             log.info("indexed %d/%d videos (%d moments), %d errors, %.1f videos/s", videos, len(todo), moments,
                      errors, (videos + errors) / (time.perf_counter() - started))
+        if own_ray:
+            ray.shutdown()  # a local Ray's processes (about 1 GB) go before the search loads a model here
     index = store.ensure_index()
     seconds = time.perf_counter() - started
     summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": len(indexed),
@@ -180,7 +183,8 @@ def run(job: IndexJob) -> dict:
     if first_batch:
         # Start-up (Ray, actors, model loads, the first batch) apart from the rate after it.
         steady = (videos + errors - first_batch[1]) / max(last_batch - first_batch[0], 1e-9)
-        summary |= {"startup_s": round(first_batch[0], 1), "steady_videos_per_s": round(steady, 2)}
+        summary |= {"startup_s": round(first_batch[0], 2), "steady_s": round(last_batch - first_batch[0], 2),
+                    "steady_videos_per_s": round(steady, 2)}
     if query:
         from centerclip.search import Searcher
 
