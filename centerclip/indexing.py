@@ -1,7 +1,7 @@
 """The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
 can run them (pipelines/index.py) and tests can call them directly.
 
-listing -> DecodeVideos (CPU) -> EncodeClips (GPU when present) -> Store.upsert
+listing -> DecodeVideos (CPU, centerclip.decode_stage) -> EncodeClips (GPU when present) -> Store.upsert
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
 video and, for long videos, its moments), so every batch the writer sees holds whole videos and a
@@ -15,11 +15,10 @@ import csv
 import glob
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow.fs

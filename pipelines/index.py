@@ -85,15 +85,17 @@ def pools(job: IndexJob, resources: dict[str, float]) -> Pools:
     Ray Data grows an autoscaling pool while its stage is the bottleneck and resources are free;
     pending actors of a pool with room to grow make the Ray autoscaler add nodes (GPU workers
     of cluster.yaml), so GPUs get encoders and their CPUs get decoders without tuning."""
-    fixed = lambda count: (count, count)  # noqa: E731
-    decoders = fixed(job.decoders) if job.decoders else (1, None)
+    decoders = (job.decoders, job.decoders) if job.decoders else (1, None)
     if job.gpus_per_encoder:
         encoder_cpus = job.encoder_cpus or 1.0
-        encoders = fixed(job.encoders) if job.encoders else (1, None)
-    else:  # on CPUs: each encoder takes the CPUs one decoder leaves on a node, up to 8
-        cpus = resources.get("CPU", 1.0)
-        encoder_cpus = job.encoder_cpus or max(1.0, min(8.0, cpus - job.decoder_cpus))
-        encoders = fixed(job.encoders) if job.encoders else (1, max(1, int((cpus - job.decoder_cpus) // encoder_cpus)))
+        encoders = (job.encoders, job.encoders) if job.encoders else (1, None)
+    else:  # on CPUs: the encoders share what the first decoders leave on a node, up to 8 CPUs each
+        left = resources.get("CPU", 1.0) - (job.decoders or 1) * job.decoder_cpus
+        if job.encoders:
+            encoders, encoder_cpus = (job.encoders, job.encoders), job.encoder_cpus or max(0.25, left / job.encoders)
+        else:
+            encoder_cpus = job.encoder_cpus or max(1.0, min(8.0, left))
+            encoders = (1, max(1, int(left // encoder_cpus)))
     # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
     return Pools(decoders, job.decoder_cpus, encoders, encoder_cpus, job.gpus_per_encoder, max(1, round(encoder_cpus)))
 

@@ -114,6 +114,8 @@ def test_pools_grow_with_the_cluster_unless_flags_fix_them():
     fixed = index.pools(index.IndexJob(decoders=3, encoders=2, gpus_per_encoder=1), {"CPU": 8.0, "GPU": 4.0})
     assert fixed.decoders == (3, 3) and fixed.encoders == (2, 2)
     assert fixed.strategy("decoders").min_size == fixed.strategy("decoders").max_size == 3
+    two = index.pools(index.IndexJob(encoders=2), {"CPU": 2.0})  # two encoders fit beside a decoder
+    assert two.encoders == (2, 2) and two.encoder_cpus == 0.75 and 2 * two.encoder_cpus + two.decoder_cpus <= 2
 
 
 def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus):
