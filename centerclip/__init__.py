@@ -15,8 +15,8 @@ __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'centerclip' has no attribute {name!r}")  # also lets `from centerclip import video` find submodules
+    if name not in _PUBLIC:  # AttributeError also lets `from centerclip import video` import the submodule
+        raise AttributeError(f"module 'centerclip' has no attribute {name!r}")
     return getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
 
 
