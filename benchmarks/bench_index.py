@@ -1,17 +1,28 @@
 """Indexing throughput: the Ray Data pipeline (pipelines/index.py) against a single-process loop
 (decode -> encode -> write) over the same videos, model and decoder, in the same run.
 
-Both write to a fresh LanceDB table. Ray is started before the clock (a cluster is long-lived);
-the pipeline's actor start-up is timed. The last line prints the ratio (Ray / loop, videos/s).
+The loop calls the pipeline's own stages one after the other in one process: DecodeVideos (the
+same isolated decode worker) on each video, then EncodeClips on each batch of ``--batch-size``
+videos with torch on all cores, then the same write(). It is timed in both of the encoder's CPU
+modes (one forward on all cores; one single-threaded forward per core side by side), and the
+faster one is the baseline. Both write to a fresh LanceDB table.
 
-    python benchmarks/bench_index.py [--videos 160] [--encoders 1] [--decoders 1]
+Ray is started before the clock (a cluster is long-lived). Each path reports its start-up (Ray
+Data planning, actors, model loads, the first batch: for the loop, the model load and decode
+worker start) apart from its steady rate (videos after the first batch / time after it). The
+last line is the ratio of steady rates (Ray / loop).
+
+    python benchmarks/bench_index.py [--videos 160] [--encoders N] [--decoders N]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,51 +31,104 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is b
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
-from centerclip import VideoEncoder  # noqa: E402
 from centerclip.datasets.synthetic import ensure_synthetic  # noqa: E402
 from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch  # noqa: E402
 from centerclip.listing import list_inputs  # noqa: E402
+from centerclip.models import EncoderConfig, model_shape  # noqa: E402
 from centerclip.store import Store  # noqa: E402
 from centerclip.video import SamplingConfig  # noqa: E402
 from pipelines.index import IndexJob, run, write  # noqa: E402
 
 
-def single_process(folder: Path, db: str, batch_size: int) -> float:
-    """The same stages called in a plain loop, one batch of videos at a time."""
+class TreeCPU(threading.Thread):
+    """CPU seconds used by this process and all its descendants (the decode worker, Ray's own
+    processes, its workers and actors), sampled from /proc: a measure of work that other load on
+    the machine does not inflate the way it inflates wall-clock time."""
+
+    def __init__(self, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.every, self.samples, self.seen = every, [], {}
+        self.start()
+
+    def run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            children = collections.defaultdict(list)
+            stats = {}
+            for entry in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                except (OSError, ValueError):
+                    continue
+                children[int(fields[1])].append(int(entry))
+                stats[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+            stack = [os.getpid()]
+            while stack:
+                pid = stack.pop()
+                self.seen[pid] = max(self.seen.get(pid, 0.0), stats.get(pid, 0.0))  # exited processes keep their last value
+                stack.extend(children[pid])
+            self.samples.append((time.perf_counter(), sum(self.seen.values())))
+            time.sleep(self.every)
+
+    def between(self, start: float, end: float) -> float:
+        def at(moment: float) -> float:
+            return min(self.samples, key=lambda sample: abs(sample[0] - moment))[1]
+        return at(end) - at(start)
+
+
+def single_process(folder: Path, db: str, batch_size: int, parallel_forwards: bool) -> tuple[float, float, tuple[float, float]]:
+    """The same stages called in a plain loop, one batch of videos at a time: (start-up seconds,
+    steady videos/s after the first batch, the steady window's (start, end) clock times)."""
     start = time.perf_counter()
-    encoder = VideoEncoder.create()
-    store = Store.open(db, dim=encoder.embed_dim)
+    config = EncoderConfig().resolved()
+    shape = model_shape(config.model)
+    store = Store.open(db, dim=shape.embed_dim)
     sources = list_inputs([str(folder)]).sources
-    decode = DecodeVideos(sampling=SamplingConfig(frames=encoder.frames, size=encoder.image_size[0]), moments=MomentConfig())
-    encode = EncodeClips(settings=EncodeSettings(encoder=encoder.config()))
+    decode = DecodeVideos(sampling=SamplingConfig(frames=config.frames, size=shape.image_size), moments=MomentConfig())
+    encode = EncodeClips(settings=EncodeSettings(encoder=config, threads=os.cpu_count(), parallel_forwards=parallel_forwards))
+    first = None
     for begin in range(0, len(sources), batch_size):
         batch = sources_batch(sources[begin:begin + batch_size])
         decoded = [decode({name: values[i:i + 1] for name, values in batch.items()}) for i in range(len(batch["uri"]))]
         merged = {name: np.concatenate([d[name] for d in decoded]) for name in decoded[0]}
         write(store, encode(merged))
+        first = first or (time.perf_counter(), begin + len(batch["uri"]))
+    end = time.perf_counter()
     decode.decoder.close()
-    return len(sources) / (time.perf_counter() - start)
+    return first[0] - start, (len(sources) - first[1]) / (end - first[0]), (first[0], end)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=160, help="synthetic videos to index (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call")
-    parser.add_argument("--decoders", type=int, default=1, help="Ray decoder actors")
-    parser.add_argument("--encoders", type=int, default=1, help="Ray encoder actors")
+    parser.add_argument("--decoders", type=int, help="Ray decoder actors (default: the pipeline's own sizing)")
+    parser.add_argument("--encoders", type=int, help="Ray encoder actors (default: the pipeline's own sizing)")
     parser.add_argument("--cache", default=".cache/centerclip", help="where the videos are generated")
     args = parser.parse_args()
     folder = ensure_synthetic(Path(args.cache) / f"bench-index-{args.videos}", args.videos, seed=2) / "videos"
+    print(f"load before: {os.getloadavg()[0]:.2f} (1 min average; {os.cpu_count()} cores)")
+    cpu = TreeCPU()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory() as scratch:
-        loop = single_process(folder, f"{scratch}/loop", args.batch_size)
-        start = time.perf_counter()
+        loops = {mode: single_process(folder, f"{scratch}/loop-{mode}", args.batch_size, mode == "parallel")
+                 for mode in ("intra-op", "parallel")}
+        began = time.perf_counter()
         summary = run(IndexJob(inputs=(str(folder),), db=f"{scratch}/ray", batch_size=args.batch_size,
                                decoders=args.decoders, encoders=args.encoders))
-        pipeline = summary["videos"] / (time.perf_counter() - start)
-    print(f"{args.videos} videos, built-in model, 2 Ray CPUs: single-process loop {loop:.1f} videos/s, "
-          f"Ray Data pipeline {pipeline:.1f} videos/s ({args.decoders} decoder, {args.encoders} encoder actors)")
-    print(f"ratio: Ray pipeline / single-process loop = {pipeline / loop:.2f}x")
+    time.sleep(2 * cpu.every)
+    ray_window = (began + summary["startup_s"], began + summary["startup_s"] + summary["steady_s"])
+    for mode, (startup, rate, window) in loops.items():
+        per_video = cpu.between(*window) / (rate * (window[1] - window[0])) * 1000
+        print(f"single-process loop, encoder {mode} threads: start-up {startup:.1f} s, steady {rate:.1f} videos/s, "
+              f"{per_video:.1f} CPU ms/video")
+    per_video = cpu.between(*ray_window) / (summary["steady_videos_per_s"] * summary["steady_s"]) * 1000
+    print(f"Ray Data pipeline: start-up {summary['startup_s']:.1f} s, steady {summary['steady_videos_per_s']:.1f} videos/s "
+          f"(overall {summary['videos_per_s']:.1f} videos/s), {per_video:.1f} CPU ms/video, all processes")
+    mode, (_, loop, _) = max(loops.items(), key=lambda item: item[1][1])
+    print(f"{args.videos} videos, built-in model, 2 Ray CPUs, load after: {os.getloadavg()[0]:.2f}")
+    print(f"ratio: Ray pipeline steady / single-process loop steady ({mode}) = {summary['steady_videos_per_s'] / loop:.2f}x")
 
 
 if __name__ == "__main__":

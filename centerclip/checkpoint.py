@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import pickletools
 import re
 import socket
 from pathlib import Path
@@ -22,12 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .cli import Drop
-from .models import open_clip  # with our model names registered
+from .models import BUILTIN, META, WEIGHT_SUFFIXES, WEIGHTS, check_weights, checkpoint_meta, is_pickle
+from .open_clip_registry import open_clip  # with our model names registered
 
-WEIGHTS = "model.safetensors"
-META = "meta.json"
-BUILTIN = Path(__file__).parent / "weights" / "centerclip-tiny"
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+__all__ = ["BUILTIN", "META", "WEIGHTS", "checkpoint_meta", "create_clip", "load_state_dict", "save_checkpoint"]
 
 
 def save_checkpoint(folder: str | Path, clip: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -40,29 +37,10 @@ def save_checkpoint(folder: str | Path, clip: torch.nn.Module, meta: dict[str, A
     return folder
 
 
-def checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
-    """The metadata of a centerclip checkpoint (its folder or its weights file), else None."""
-    path = Path(path)
-    meta = path / META if path.is_dir() else path.with_name(META)
-    if not meta.is_file():
-        return None
-    values = json.loads(meta.read_text())
-    return values if values.get("format") == "centerclip" else None
-
-
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors, .pt, .pth or .bin file (or a checkpoint folder). A file that is
     not one of these is a ValueError naming the file and what is wrong with it."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / WEIGHTS).is_file():
-            raise FileNotFoundError(f"{path} is a folder without {WEIGHTS}: pass a centerclip checkpoint folder "
-                                    f"({WEIGHTS} + {META}) or a .safetensors/.pt/.bin weights file")
-        path = path / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ValueError(f"weights file {path} is empty: it was not saved completely, or is not a weights file")
+    path = check_weights(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -89,22 +67,11 @@ def _unpickling_problem(path: Path, message: str) -> str:
     or a file that is no pickle at all (torch then suggests weights_only=False, which must not be
     followed: it would run whatever the file holds)."""
     found = re.search(r"GLOBAL (\S+)", message)
-    if found or _is_pickle(path):
+    if found or is_pickle(path):
         return (f"refusing to load {path}: it holds Python objects, not only tensors" + (f" ({found[1]})" if found else "")
                 + "; only tensor checkpoints are accepted: save the model's state_dict, or use safetensors")
     return (f"{path} is not a PyTorch checkpoint: it is damaged or in another format; "
             f"pass a .safetensors/.pt/.bin weights file or a checkpoint folder")
-
-
-def _is_pickle(path: Path) -> bool:
-    """Whether the file starts with a well-formed pickle, read opcode by opcode without running it."""
-    with open(path, "rb") as file:
-        try:
-            for _ in pickletools.genops(file):
-                pass
-        except Exception:  # genops raises ValueError, EOFError, ... on what is not a pickle
-            return False
-    return True
 
 
 def load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], model: str, source: str) -> None:

@@ -4,49 +4,18 @@ clustering, and whose text tower encodes queries."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import patch
-from .checkpoint import BUILTIN, WEIGHTS, checkpoint_meta, create_clip
-from .models import open_clip  # with our model names registered
+from .checkpoint import BUILTIN, WEIGHTS, create_clip
+from .models import DEFAULT_MODEL, EncoderConfig, default_frames
+from .open_clip_registry import open_clip  # with our model names registered
 from .schedule import Schedule
 from .video import model_preprocessing, preprocess
 
-DEFAULT_MODEL = "centerclip-tiny"
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Which model to build. Fields left None come from a centerclip checkpoint's metadata when
-    ``pretrained`` is one, else from the defaults: the built-in model, no reduction, the model's
-    frames (see default_frames)."""
-
-    model: str | None = None
-    pretrained: str | None = None
-    schedule: Schedule | None = None
-    frames: int | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EncoderConfig:
-        schedule = values.get("schedule")
-        if isinstance(schedule, str):
-            schedule = Schedule.parse(schedule)
-        elif isinstance(schedule, dict):
-            schedule = Schedule.from_dict(schedule)
-        return cls(**{**values, "schedule": schedule})
-
-
-def default_frames(model: str) -> int:
-    """Frames per video when neither the config nor a checkpoint says: the built-in model's own for
-    its architecture (it was trained on 8), else 12 (the paper's setting for CLIP models)."""
-    if model == DEFAULT_MODEL:
-        return (checkpoint_meta(BUILTIN) or {}).get("frames", 12)
-    return 12
+__all__ = ["DEFAULT_MODEL", "EncoderConfig", "VideoEncoder", "contrastive_loss", "default_frames", "mean_pool"]
 
 
 def mean_pool(per_segment: torch.Tensor) -> torch.Tensor:
@@ -71,21 +40,12 @@ class VideoEncoder(nn.Module):
         """Build from an open_clip model name (ours or open_clip's) and optional weights: an
         open_clip pretrained tag, a weights file, or a centerclip checkpoint (whose metadata
         supplies the model, schedule and frames). With neither, the built-in default model."""
-        pretrained = config.pretrained
-        if config.model is None and pretrained is None:
-            if (BUILTIN / WEIGHTS).is_file():
-                pretrained = str(BUILTIN)
-            else:
-                logging.warning("the built-in model's weights are not installed (%s): using random weights", BUILTIN)
-        meta = (checkpoint_meta(pretrained) if pretrained else None) or {}
-        model = config.model or meta.get("model") or DEFAULT_MODEL
-        if meta and meta["model"] != model:
-            raise ValueError(f"checkpoint {pretrained} holds a {meta['model']} model, not {model}")
-        schedule = config.schedule or Schedule.parse(meta.get("schedule", "none"))
-        frames = config.frames or meta.get("frames") or default_frames(model)
-        encoder = cls(create_clip(model, pretrained), open_clip.get_tokenizer(model), schedule=schedule,
-                      frames=frames, model_name=model)
-        encoder.pretrained = pretrained
+        if config.model is None and config.pretrained is None and not (BUILTIN / WEIGHTS).is_file():
+            logging.warning("the built-in model's weights are not installed (%s): using random weights", BUILTIN)
+        config = config.resolved()
+        encoder = cls(create_clip(config.model, config.pretrained), open_clip.get_tokenizer(config.model),
+                      schedule=config.schedule, frames=config.frames, model_name=config.model)
+        encoder.pretrained = config.pretrained
         return encoder
 
     def config(self) -> EncoderConfig:

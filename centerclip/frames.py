@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from .video import Decoder, SamplingConfig, VideoDecodeError
+from .video import Decoder, SamplingConfig, VideoDecodeError, center_crop
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ class FrameSet:
         index = json.loads((folder / "index.json").read_text())
         temporal = None if index["temporal"] is None else np.array(index["temporal"], dtype=bool)
         return cls(np.load(folder / "frames.npy", mmap_mode="r"), index["captions"], index["video_ids"], temporal)
-
-
-def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """[..., H, W, 3] frames whose shortest side is ``size`` -> [..., size, size, 3]."""
-    height, width = frames.shape[-3:-1]
-    top, left = round((height - size) / 2), round((width - size) / 2)
-    return frames[..., top:top + size, left:left + size, :]
 
 
 def decode_split(table: pa.Table, sampling: SamplingConfig, *, workers: int = 2) -> tuple[FrameSet, list[dict]]:

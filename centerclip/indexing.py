@@ -1,7 +1,7 @@
 """The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
 can run them (pipelines/index.py) and tests can call them directly.
 
-listing (listing.py) -> DecodeVideos (CPU) -> EncodeClips (GPU when present) -> Store.upsert
+listing (centerclip.listing) -> DecodeVideos (CPU, centerclip.decode_stage) -> EncodeClips (GPU when present) -> Store.upsert
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
 video and, for long videos, its moments), so every batch the writer sees holds whole videos and a
@@ -12,28 +12,19 @@ the stage it failed at, and ends in the errors table instead.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .encoder import EncoderConfig, VideoEncoder
-from .frames import center_crop
+from .decode_stage import DecodeVideos, MomentConfig
 from .listing import Source
+from .models import EncoderConfig
 from .store import moment_key
-from .thumbnails import thumbnail
-from .video import Decoder, SamplingConfig, VideoDecodeError
 
-
-@dataclass(frozen=True)
-class MomentConfig:
-    """Videos longer than ``min_duration`` seconds also get one row per window."""
-
-    length: float = 10.0
-    stride: float = 10.0
-    min_duration: float = 20.0
+__all__ = ["DecodeVideos", "EncodeClips", "EncodeSettings", "MomentConfig", "sources_batch"]
 
 
 def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
@@ -42,58 +33,15 @@ def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
             "metadata": np.array([s.metadata for s in sources], dtype=object)}
 
 
-class DecodeVideos:
-    """CPU stage: every video's clips (whole video, plus moments of long videos) as cropped uint8
-    frames. Decoding runs in an isolated process with a timeout (video.Decoder), so a file that
-    crashes or hangs the decoder costs that video only; it leaves with an error instead."""
-
-    def __init__(self, *, sampling: SamplingConfig, moments: MomentConfig = MomentConfig(), timeout: float = 120.0):
-        self.sampling = sampling
-        self.moments = moments
-        self.decoder = Decoder(timeout=timeout)
-
-    def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None], list[bytes]]:
-        whole = self.decoder.sample_clip(uri, self.sampling)
-        clips, starts, ends = [whole.frames], [None], [None]
-        if whole.info.duration >= self.moments.min_duration:
-            for moment in self.decoder.sample_moments(uri, self.sampling, self.moments.length, self.moments.stride):
-                clips.append(moment.frames)
-                starts.append(moment.start)
-                ends.append(moment.end)
-        # Thumbnails from the uncropped frames: the whole picture, at the decoded size.
-        return center_crop(np.stack(clips), self.sampling.size), starts, ends, [thumbnail(clip) for clip in clips]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        empty = np.zeros((0, self.sampling.frames, self.sampling.size, self.sampling.size, 3), np.uint8)
-        frames, starts, ends, thumbnails, errors = [], [], [], [], []
-        for uri in batch["uri"]:
-            try:
-                clip_frames, clip_starts, clip_ends, clip_thumbnails = self.clips(uri)
-                error = ""
-            except VideoDecodeError as failure:
-                clip_frames, clip_starts, clip_ends, clip_thumbnails, error = empty, [], [], [], failure.reason
-            frames.append(clip_frames)
-            thumbnails.append(clip_thumbnails)
-            starts.append(json.dumps(clip_starts))
-            ends.append(json.dumps(clip_ends))
-            errors.append(error)
-        return {**batch, "frames": _ragged(frames), "thumbnails": _ragged(thumbnails), "starts": np.array(starts, dtype=object),
-                "ends": np.array(ends, dtype=object), "error": np.array(errors, dtype=object)}
-
-
-def _ragged(values: list) -> np.ndarray:
-    """One object per row (arrays of different shapes, lists of different lengths)."""
-    column = np.empty(len(values), dtype=object)
-    for row, value in enumerate(values):  # element by element: numpy would broadcast equal-length lists
-        column[row] = value
-    return column
-
-
 @dataclass(frozen=True)
 class EncodeSettings:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     clips_per_forward: int = 32
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    threads: int | None = None  # CPU threads of one actor; None leaves torch's default
+    # On CPU, run ``threads`` single-threaded forwards side by side instead of one forward on
+    # ``threads`` threads: torch's intra-op threads wait for each other at every operator, spinning,
+    # so a decoder taking a core stalls them all; independent forwards just share the cores.
+    parallel_forwards: bool = True
 
 
 class EncodeClips:
@@ -102,9 +50,16 @@ class EncodeClips:
     failed, as rows with an error and no clip."""
 
     def __init__(self, *, settings: EncodeSettings):
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        import torch  # here, not at the top: the driver and the decoding processes never load torch
+
+        from .encoder import VideoEncoder
+
+        self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.forwards = settings.threads if settings.parallel_forwards and settings.threads and self.device.type == "cpu" else 1
+        if settings.threads:
+            torch.set_num_threads(1 if self.forwards > 1 else settings.threads)
+        self.pool = ThreadPoolExecutor(self.forwards, thread_name_prefix="forward") if self.forwards > 1 else None
         self.encoder = VideoEncoder.create(settings.encoder).eval().to(self.device)
         if self.device.type == "cuda":
             self.encoder = self.encoder.half()
@@ -112,13 +67,17 @@ class EncodeClips:
         self.model = self.encoder.model_name if self.encoder.pretrained is None else \
             f"{self.encoder.model_name}:{Path(self.encoder.pretrained).name}"
 
-    @torch.inference_mode()
+    def forward(self, frames: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():  # per thread: inference mode is thread-local
+            chunk = self.torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+            return self.encoder.encode_video(self.encoder.preprocess(chunk)).float().cpu().numpy()
+
     def embed(self, frames: np.ndarray) -> np.ndarray:
-        vectors = []
-        for begin in range(0, len(frames), self.settings.clips_per_forward):
-            chunk = torch.from_numpy(np.ascontiguousarray(frames[begin:begin + self.settings.clips_per_forward]))
-            vectors.append(self.encoder.encode_video(self.encoder.preprocess(chunk.to(self.device))).float().cpu())
-        return torch.cat(vectors).numpy() if vectors else np.zeros((0, self.encoder.embed_dim), np.float32)
+        if not len(frames):
+            return np.zeros((0, self.encoder.embed_dim), np.float32)
+        size = min(self.settings.clips_per_forward, -(-len(frames) // self.forwards))  # equal shares for the threads
+        chunks = [frames[begin:begin + size] for begin in range(0, len(frames), size)]
+        return np.concatenate(list(self.pool.map(self.forward, chunks)) if self.pool else [self.forward(chunk) for chunk in chunks])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         errors = list(batch["error"])

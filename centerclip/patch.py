@@ -7,12 +7,14 @@ and the CLS token stays at index 0, so open_clip's own pooling, ln_post and proj
 usual on the reduced sequences and return one embedding per segment.
 
 The blocks need to know how many videos the flattened frame batch holds; the caller sets it with
-``set_videos`` before each forward (VideoEncoder does).
+``set_videos`` before each forward (VideoEncoder does), per thread, so that forwards of one model
+may run in parallel threads (the CPU indexer does).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -29,7 +31,11 @@ class _PatchState:
     schedule: Schedule
     reducer: Reducer
     batch_first: bool
-    videos: int | None = None
+    videos_by_thread: dict[int, int] = field(default_factory=dict)  # a dict, not threading.local: it deep-copies
+
+    @property
+    def videos(self) -> int | None:
+        return self.videos_by_thread.get(threading.get_ident())
 
 
 class _ReduceAfterBlock:
@@ -110,4 +116,4 @@ def set_videos(model: nn.Module, videos: int) -> None:
     """Tell the patched blocks how many videos the next forward's frame batch holds."""
     state = getattr(vision_tower(model), _STATE, None)
     if state is not None:
-        state.videos = videos
+        state.videos_by_thread[threading.get_ident()] = videos

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 # PyAV before decord: decord loads its own, older FFmpeg and libvpx with RTLD_GLOBAL, and libvpx
 # (unversioned symbols) then shadows PyAV's, whose VP8/VP9 encoders fail ("ABI version mismatch").
@@ -26,16 +26,20 @@ import av
 import decord
 import numpy as np
 import pyarrow.fs
-import torch
-import torch.nn.functional as F
 
 from .decode_source import VideoDecodeError, brief, local_file
 from .decode_worker import Worker
-from .models import open_clip  # with our model names registered
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and open_clip are imported by the preprocessing functions only: decoding processes (Ray
+# decoders, the isolated decode worker and its fork server) never load them, 300-450 MB each.
 
 __all__ = [
-    "Clip", "Decoder", "Limits", "SamplingConfig", "VideoDecodeError", "VideoInfo", "decode_size",
+    "Clip", "Decoder", "Limits", "SamplingConfig", "VideoDecodeError", "VideoInfo", "center_crop", "decode_size",
     "model_preprocessing", "moments", "preprocess", "probe", "sample_clip", "sample_indices", "sample_moments",
+    "sample_video",
 ]
 
 
@@ -330,6 +334,19 @@ def sample_moments(path: str | os.PathLike, config: SamplingConfig, length: floa
         return _sample(local, config, lambda duration: moments(duration, length, stride))
 
 
+def sample_video(path: str | os.PathLike, config: SamplingConfig, length: float, stride: float,
+                 moments_after: float, *, filesystem: pyarrow.fs.FileSystem | None = None) -> list[Clip]:
+    """The whole video's clip, then, for a video of at least ``moments_after`` seconds, one clip
+    per window of ``moments(duration, length, stride)``: all from a single decoding pass."""
+    moments(1.0, length, stride)
+
+    def windows(duration: float) -> list[tuple[float, float | None]]:
+        return [(0.0, None)] + (moments(duration, length, stride) if duration >= moments_after else [])
+
+    with local_file(path, filesystem, config.limits.max_bytes) as local:
+        return _sample(local, config, windows)
+
+
 class Decoder(Worker):
     """``probe``, ``sample_clip`` and ``sample_moments`` in a worker process with a hard timeout
     (see ``Worker``): a video that hangs or crashes the decoder raises VideoDecodeError, and the
@@ -350,13 +367,27 @@ class Decoder(Worker):
         with local_file(path, filesystem, config.limits.max_bytes) as local:
             return self.call(path, sample_moments, local, config, length, stride)
 
+    def sample_video(self, path, config: SamplingConfig, length: float, stride: float, moments_after: float, *,
+                     filesystem=None) -> list[Clip]:
+        with local_file(path, filesystem, config.limits.max_bytes) as local:
+            return self.call(path, sample_video, local, config, length, stride, moments_after)
+
 
 # --- Preprocessing ------------------------------------------------------------------------------
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """[..., H, W, 3] frames whose shortest side is ``size`` -> [..., size, size, 3]."""
+    height, width = frames.shape[-3:-1]
+    top, left = round((height - size) / 2), round((width - size) / 2)
+    return frames[..., top:top + size, left:left + size, :]
 
 
 def model_preprocessing(model: torch.nn.Module) -> dict[str, Any]:
     """``size``, ``mean`` and ``std`` of an open_clip model (or its visual module), the arguments
     of ``preprocess``. Raises ValueError for transforms ``preprocess`` does not reproduce."""
+    import open_clip
+
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg["size"]
     height, width = (size, size) if isinstance(size, int) else size
@@ -371,6 +402,9 @@ def preprocess(frames: np.ndarray | torch.Tensor, size: int, mean, std) -> torch
     ``image_transform(size, is_train=False)`` does on PIL images: resize the shortest side to
     ``size`` (bicubic, antialiased, rounded to uint8 like PIL), centre crop, scale, normalise.
     A last dimension of 3 means channels last. Runs on the frames' device."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.as_tensor(frames)
     if x.dtype != torch.uint8:
         raise TypeError(f"frames must be uint8, got {x.dtype}")

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from centerclip.search import Searcher
     from centerclip.store import Store
 
+# torch, open_clip and the model are loaded by the encoder actors, and here only to search at the
+# end: a driver that schedules (or finds nothing to do) stays small and starts fast.
+
 log = logging.getLogger("centerclip.index")
 # The sample set's clips last 4-8 s: moments of 3 s for those of 6 s or more show what moments
 # are (real collections get the defaults: 10 s windows of videos of 20 s or more).
@@ -60,10 +63,11 @@ class IndexJob:
     schedule: str | None = None  # default: the model's own
     frames: int | None = None
     batch_size: int = 16  # videos per encoder call
-    decoders: int = 1
+    decode_batch_size: int = 4  # videos per decoder call: amortises Ray's per-task cost
+    decoders: int | None = None  # None: a pool of 1 and up that grows with the cluster's CPUs
     decoder_cpus: float = 0.5  # decoding 8-16 small frames is light next to encoding them
-    encoders: int = 1
-    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the cluster's CPUs the decoders leave
+    encoders: int | None = None  # None: 1 and up, one per GPU the cluster has or adds; on CPUs, what fits
+    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the node's CPUs one decoder leaves (at most 8)
     gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
     moments: MomentConfig = field(default_factory=default_moments)
     sample_videos: int = 40
@@ -89,6 +93,45 @@ def encoder_config(job: IndexJob) -> EncoderConfig:
 
     return EncoderConfig(model=job.model, pretrained=job.pretrained, frames=job.frames,
                          schedule=Schedule.parse(job.schedule) if job.schedule else None)
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Actor pools of the two stages: (min, max) actors, max None = as many as the cluster has
+    or its autoscaler adds; CPUs (and GPUs) per actor; the encoder's CPU threads."""
+
+    decoders: tuple[int, int | None]
+    decoder_cpus: float
+    encoders: tuple[int, int | None]
+    encoder_cpus: float
+    encoder_gpus: float
+    threads: int
+
+    def strategy(self, stage: str):
+        import ray
+
+        low, high = getattr(self, stage)
+        return ray.data.ActorPoolStrategy(size=low) if low == high else ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+
+
+def pools(job: IndexJob, resources: dict[str, float]) -> Pools:
+    """Size the stages to the cluster (``ray.cluster_resources()``); the job's flags override.
+    Ray Data grows an autoscaling pool while its stage is the bottleneck and resources are free;
+    pending actors of a pool with room to grow make the Ray autoscaler add nodes (GPU workers
+    of cluster.yaml), so GPUs get encoders and their CPUs get decoders without tuning."""
+    decoders = (job.decoders, job.decoders) if job.decoders else (1, None)
+    if job.gpus_per_encoder:
+        encoder_cpus = job.encoder_cpus or 1.0
+        encoders = (job.encoders, job.encoders) if job.encoders else (1, None)
+    else:  # on CPUs: the encoders share what the first decoders leave on a node, up to 8 CPUs each
+        left = resources.get("CPU", 1.0) - (job.decoders or 1) * job.decoder_cpus
+        if job.encoders:
+            encoders, encoder_cpus = (job.encoders, job.encoders), job.encoder_cpus or max(0.25, left / job.encoders)
+        else:
+            encoder_cpus = job.encoder_cpus or max(1.0, min(8.0, left))
+            encoders = (1, max(1, int(left // encoder_cpus)))
+    # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
+    return Pools(decoders, job.decoder_cpus, encoders, encoder_cpus, job.gpus_per_encoder, max(1, round(encoder_cpus)))
 
 
 def sample_inputs(job: IndexJob) -> Sample:
@@ -175,23 +218,25 @@ def failures(store: Store, uris: set[str], first: int = 20) -> dict:
 
 
 def run(job: IndexJob, progress=None) -> dict:
-    """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.progress)."""
-    import ray
-
-    from centerclip import VideoEncoder
+    """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.progress).
+    Neither torch nor Ray is loaded unless there is something to encode or search."""
     from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, sources_batch
     from centerclip.listing import list_inputs
+    from centerclip.models import ModelShape, check_encoder
     from centerclip.progress import LoggedProgress
-    from centerclip.search import Searcher
     from centerclip.store import Store
     from centerclip.video import SamplingConfig
 
     started = time.perf_counter()
-    config = encoder_config(job)
-    encoder = VideoEncoder.create(config)  # the driver's copy: embedding size, frame size, search
-    sample = None if job.inputs else sample_inputs(job)  # after the model loaded: a bad model costs nothing
+    config = encoder_config(job).resolved()
+    shape = check_encoder(config)  # a bad model, weights file or schedule fails here, before anything is created
+    encoder = None
+    if shape is None:  # a model without a local JSON config: only building it tells its shape
+        encoder = _video_encoder(config)
+        shape = ModelShape(encoder.embed_dim, encoder.image_size[0])
+    sample = None if job.inputs else sample_inputs(job)
     inputs, query, expected = (job.inputs, job.query, None) if sample is None else (sample.inputs, sample.query, sample.expected)
-    store = Store.open(job.db, dim=encoder.embed_dim, table=job.table)
+    store = Store.open(job.db, dim=shape.embed_dim, table=job.table)
     listing = list_inputs(list(inputs))
     sources = listing.sources
     work = plan(store, listing, job.retry_errors)
@@ -200,14 +245,16 @@ def run(job: IndexJob, progress=None) -> dict:
              "%d inputs are not videos or cannot be read", len(sources), work.indexed, work.failed_before, len(todo),
              len(listing.errors))
     videos = moments = errors = 0
+    first_batch = last_batch = None  # (seconds since start, videos) when the first batch was written; seconds of the last
     if todo:
-        if not ray.is_initialized():
+        import ray
+
+        own_ray = not ray.is_initialized()
+        if own_ray:
             ray.init()  # joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one
-        sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
-        encoder_cpus = job.encoder_cpus or (1.0 if job.gpus_per_encoder else max(
-            1.0, (ray.cluster_resources().get("CPU", 1.0) - job.decoders * job.decoder_cpus) / job.encoders))
-        # Ray caps an actor's threads at its whole CPUs (OMP_NUM_THREADS); the encoder sets its own.
-        settings = EncodeSettings(encoder=encoder.config(), threads=max(1, round(encoder_cpus)))
+        sizes = pools(job, ray.cluster_resources())
+        sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
+        settings = EncodeSettings(encoder=config, threads=sizes.threads)
         # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
         # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried,
         # by Ray Data's defaults for actor pools (its per-call remote args are deprecated).
@@ -215,17 +262,21 @@ def run(job: IndexJob, progress=None) -> dict:
             ray.data.from_items([dict(zip(("uri", "key", "metadata"), row))
                                  for row in zip(*sources_batch(todo).values())])
             .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments},
-                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.decoders), num_cpus=job.decoder_cpus,
-                         batch_format="numpy")
+                         batch_size=job.decode_batch_size, compute=sizes.strategy("decoders"),
+                         num_cpus=sizes.decoder_cpus, batch_format="numpy")
             .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=job.batch_size,
-                         compute=ray.data.ActorPoolStrategy(size=job.encoders), num_gpus=job.gpus_per_encoder,
-                         num_cpus=encoder_cpus, batch_format="numpy")
+                         compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus,
+                         num_cpus=sizes.encoder_cpus, batch_format="numpy")
         )
         with (progress or LoggedProgress)(len(todo)) as shown:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 counts = write(store, batch)
                 videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
+                last_batch = time.perf_counter() - started
+                first_batch = first_batch or (last_batch, videos + errors)
                 shown.update(*counts)
+        if own_ray:
+            ray.shutdown()  # a local Ray's processes (about 1 GB) go before the search loads a model here
     pruned = store.prune(listing.covers, listing.uris()) if job.prune else None
     index = store.ensure_index()
     seconds = time.perf_counter() - started
@@ -235,8 +286,15 @@ def run(job: IndexJob, progress=None) -> dict:
                **({"pruned": pruned} if pruned is not None else {}),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
                "videos_per_s": round((videos + errors) / seconds, 2), "failures": failed}
+    if first_batch:
+        # Start-up (Ray, actors, model loads, the first batch) apart from the rate after it.
+        steady = (videos + errors - first_batch[1]) / max(last_batch - first_batch[0], 1e-9)
+        summary |= {"startup_s": round(first_batch[0], 2), "steady_s": round(last_batch - first_batch[0], 2),
+                    "steady_videos_per_s": round(steady, 2)}
     if query:
-        searcher = Searcher(store, encoder)
+        from centerclip.search import Searcher
+
+        searcher = Searcher(store, encoder or _video_encoder(config))
         results = searcher.text(query, k=3)
         summary["search"] = {"query": query, "expected": expected, "results": [result.to_dict() for result in results]}
     if sample is not None:
@@ -247,6 +305,12 @@ def run(job: IndexJob, progress=None) -> dict:
                              "R@5": round(100 * sum(rank <= 5 for rank in ranks) / len(ranks), 1),
                              "median_rank": float(np.median(ranks))}
     return summary
+
+
+def _video_encoder(config: EncoderConfig):
+    from centerclip.encoder import VideoEncoder
+
+    return VideoEncoder.create(config)
 
 
 def list_errors(db: str, table: str = "videos") -> list[dict]:
@@ -267,10 +331,12 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--schedule", type=cli.schedule, help="token-clustering schedule, e.g. kmedoids@3:4x49 (default: the model's)")
     parser.add_argument("--frames", type=cli.positive(int), help="frames per clip (default: the model's)")
     parser.add_argument("--batch-size", type=cli.positive(int), default=16, help="videos per encoder call (default: %(default)s)")
-    parser.add_argument("--decoders", type=cli.positive(int), default=1, help="decoding actors (default: %(default)s)")
+    parser.add_argument("--decoders", type=cli.positive(int), help="decoding actors (default: from 1 up to what the cluster's CPUs allow)")
     parser.add_argument("--decoder-cpus", type=cli.positive(float), default=0.5, help="CPUs per decoding actor (default: %(default)s)")
-    parser.add_argument("--encoders", type=cli.positive(int), default=1, help="encoder actors (default: %(default)s)")
-    parser.add_argument("--encoder-cpus", type=cli.positive(float), help="CPUs per encoder actor (default: 1 with GPUs, else what decoders leave)")
+    parser.add_argument("--encoders", type=cli.positive(int), help="encoder actors (default: from 1 up to one per GPU the cluster "
+                                                                   "has or adds; on CPUs, as many as fit beside a decoder)")
+    parser.add_argument("--encoder-cpus", type=cli.positive(float), help="CPUs per encoder actor (default: 1 with GPUs, else "
+                                                                         "what a decoder leaves on the node, at most 8)")
     parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
     parser.add_argument("--moment-length", type=cli.positive(float), help="moment window in seconds (default: 10; sample set: 3)")
     parser.add_argument("--moment-stride", type=cli.positive(float), help="moment stride in seconds (default: 10; sample set: 3)")

@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -45,3 +46,46 @@ def test_gpu_workers_autoscale_from_zero():
     workers = load()["available_node_types"]["gpu_worker"]
     assert workers["min_workers"] == 0 and workers["max_workers"] >= 1
     assert workers["node_config"]["InstanceType"].startswith("g5.")
+
+
+def policies():
+    """The policy JSON blocks of docs/aws-iam.md, by their heading."""
+    text = (CONFIG.parent / "docs" / "aws-iam.md").read_text()
+    return {name: json.loads(body) for name, body in re.findall(r"## (\w+) policy.*?```json\n(.*?)```", text, re.S)}
+
+
+def allowed(policy):
+    return [(action, statement) for statement in policy["Statement"] if statement["Effect"] == "Allow"
+            for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])]
+
+
+def test_head_and_workers_have_their_own_least_privilege_profiles():
+    nodes = load()["available_node_types"]
+    head, worker = (nodes[name]["node_config"]["IamInstanceProfile"]["Arn"] for name in ("head", "gpu_worker"))
+    assert head.endswith("instance-profile/centerclip-ray-head") and worker.endswith("instance-profile/centerclip-ray-worker")
+    found = policies()
+    assert set(found) == {"Worker", "Head"}
+    for name, policy in found.items():
+        for action, statement in allowed(policy):
+            assert "*" not in action, f"{name}: wildcard action {action}"
+            if action.startswith("s3:"):
+                assert all("*" != resource.split(":::")[-1][:1] for resource in
+                           ([statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]))
+    # Workers decode: they read the inputs and can do nothing else.
+    assert {action for action, _ in allowed(found["Worker"])} == {"s3:ListBucket", "s3:GetObject"}
+    assert all("INPUT_BUCKET" in statement["Resource"] for _, statement in allowed(found["Worker"]))
+    # Only the index prefix is writable, only by the head; EC2 changes are scoped to this cluster.
+    head_actions = allowed(found["Head"])
+    writes = [statement for action, statement in head_actions if action in ("s3:PutObject", "s3:DeleteObject")]
+    assert writes and all(statement["Resource"] == "arn:aws:s3:::INDEX_BUCKET/INDEX_PREFIX/*" for statement in writes)
+    for action, statement in head_actions:
+        if action in ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances"):
+            assert statement["Condition"]["StringEquals"]["ec2:ResourceTag/ray-cluster-name"] == load()["cluster_name"]
+        if action == "iam:PassRole":
+            assert statement["Resource"].endswith(":role/centerclip-ray-worker")
+
+
+def test_says_the_security_group_is_the_perimeter():
+    text = " ".join(" ".join(line.lstrip("# ") for line in CONFIG.read_text().splitlines()).split())
+    assert "security group is the perimeter" in text and "metrics port answers without the token" in text
+    assert "chmod 600 ~/.ray/auth_token" in text

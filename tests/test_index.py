@@ -109,3 +109,34 @@ def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, t
     assert summary["already_indexed"] == written
     table = rows(db)
     assert len(table) == 20 and len({row["id"] for row in table}) == 20
+
+
+def test_pools_grow_with_the_cluster_unless_flags_fix_them():
+    gpu = index.pools(index.IndexJob(gpus_per_encoder=1), {"CPU": 0.0})  # a head with CPU: 0, GPU workers to come
+    assert gpu.decoders == (1, None) and gpu.encoders == (1, None) and gpu.encoder_gpus == 1 and gpu.encoder_cpus == 1
+    assert gpu.strategy("encoders").max_size == float("inf")
+    cpu = index.pools(index.IndexJob(), {"CPU": 2.0})
+    assert cpu.encoders == (1, 1) and cpu.encoder_cpus == 1.5 and cpu.threads == 2 and cpu.decoders == (1, None)
+    big = index.pools(index.IndexJob(), {"CPU": 32.0})
+    assert big.encoder_cpus == 8 and big.encoders == (1, 3)
+    fixed = index.pools(index.IndexJob(decoders=3, encoders=2, gpus_per_encoder=1), {"CPU": 8.0, "GPU": 4.0})
+    assert fixed.decoders == (3, 3) and fixed.encoders == (2, 2)
+    assert fixed.strategy("decoders").min_size == fixed.strategy("decoders").max_size == 3
+    two = index.pools(index.IndexJob(encoders=2), {"CPU": 2.0})  # two encoders fit beside a decoder
+    assert two.encoders == (2, 2) and two.encoder_cpus == 0.75 and 2 * two.encoder_cpus + two.decoder_cpus <= 2
+
+
+def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus):
+    from centerclip.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.video import SamplingConfig
+
+    stage = DecodeVideos(sampling=SamplingConfig(frames=4, size=32), moments=MomentConfig(10, 10, 20))
+    calls = []
+    call = stage.decoder.call
+    stage.decoder.call = lambda path, fn, *args: calls.append(fn.__name__) or call(path, fn, *args)
+    try:
+        frames, starts, ends = stage.clips(str(corpus / "long one.mp4"))
+    finally:
+        stage.decoder.close()
+    assert calls == ["sample_video"]
+    assert frames.shape == (4, 4, 32, 32, 3) and starts == [None, 0.0, 10.0, 20.0] and ends == [None, 10.0, 20.0, 25.0]
