@@ -51,6 +51,7 @@ CHECKS = {
     ("ray", "job", "submit"): SUBMIT,
     ("ray",): CLUSTER,  # ray up / dashboard / get-auth-token
     ("cp",): CLUSTER,  # copies what the training command before it wrote
+    ("chmod",): CLUSTER,  # the token file `ray get-auth-token` writes on the user's machine
 }
 # Smaller runs of the same commands, where the example's size only costs time.
 SMALLER = {"pipelines/index.py": ["--sample-videos", "8"]}

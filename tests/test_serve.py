@@ -37,7 +37,8 @@ def corpus(tmp_path_factory):
     moment is exactly the described scene. Returns (sample folder, long video, caption, file
     name the caption describes, scene length in seconds)."""
     cache = tmp_path_factory.mktemp("cache")
-    inputs, caption, expected = index.sample_inputs(index.IndexJob(cache=str(cache), sample_videos=10))
+    sample = index.sample_inputs(index.IndexJob(cache=str(cache), sample_videos=10))
+    inputs, caption, expected = sample.inputs, sample.query, sample.expected
     scene = next(video.scene for video in plan(10, seed=1) if f"{video.video_id}.mp4" == expected)
     frames = render(scene, 112, 10)
     padding = np.broadcast_to(np.array(BACKGROUNDS[scene.background], np.uint8), frames.shape)
