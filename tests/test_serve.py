@@ -17,6 +17,7 @@ import pytest
 from lancedb.expr import col, lit
 from PIL import Image
 
+from centerclip import cli
 from centerclip.datasets.synthetic import render, write_video
 from centerclip.datasets.synthetic_scenes import BACKGROUNDS, plan
 from centerclip.store import Store
@@ -218,7 +219,7 @@ def test_without_a_token_only_local_host_names_are_answered(service):
 def test_other_addresses_need_a_token(service, capsys, monkeypatch):
     monkeypatch.delenv("CENTERCLIP_TOKEN", raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        serve_pipeline.main(["--db", service[1], "--host", "0.0.0.0"])
+        cli.run(serve_pipeline.main, ["--db", service[1], "--host", "0.0.0.0"])
     assert exit_info.value.code == 2 and "token" in capsys.readouterr().err
 
 
