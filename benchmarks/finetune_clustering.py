@@ -10,7 +10,7 @@ training memory above the resident set once the model and the (in-memory) traini
 loaded: activations, gradients, optimizer state and temporaries (on CPU the kernel's peak-RSS mark
 with glibc returning freed blocks; on GPU torch's peak allocation).
 
-    python benchmarks/finetune_clustering.py [--steps 150] [--lr 1e-4] [--out runs/finetune-clustering]
+    python benchmarks/finetune_clustering.py [--steps 100] [--lr 1e-4] [--parallel] [--out runs/finetune-clustering]
 """
 
 from __future__ import annotations
@@ -98,13 +98,25 @@ def train_arm(schedule: str, frames_folder: str, config: TrainConfig, out: Path)
             "last_loss": float(np.mean(losses[-10:])), "wall_seconds": stamps[-1] - stamps[0]}
 
 
-def in_subprocess(schedule: str, frames_folder: str, args: argparse.Namespace) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, "--child", schedule, frames_folder, "--steps", str(args.steps), "--lr", str(args.lr),
-         "--batch-size", str(args.batch_size), "--out", str(args.out)],
-        check=True, stdout=subprocess.PIPE, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def train_arms(frames_folder: str, args: argparse.Namespace) -> list[dict]:
+    """Every arm in its own process; with --parallel all at once (on a machine shared with other
+    work they then see the same load, and the experiment gets a fairer share of it)."""
+    def start(schedule: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, __file__, "--child", schedule, frames_folder, "--steps", str(args.steps), "--lr",
+             str(args.lr), "--batch-size", str(args.batch_size), "--out", str(args.out)],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        )
+
+    def result(process: subprocess.Popen) -> dict:
+        output, _ = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"{' '.join(process.args[2:4])} failed with exit code {process.returncode}")
+        return json.loads(output.strip().splitlines()[-1])
+
+    if args.parallel:
+        return [result(process) for process in [start(schedule) for schedule in SCHEDULES]]
+    return [result(start(schedule)) for schedule in SCHEDULES]
 
 
 def scored(pretrained: str | None, schedule: str, job: EvaluateJob) -> dict:
@@ -119,11 +131,12 @@ def interval(values: dict, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps per arm (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per arm (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="videos per step (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-clustering"), help="weights and results.json")
     parser.add_argument("--cache", default=".cache/centerclip", help="generated data and decoded frames")
+    parser.add_argument("--parallel", action="store_true", help="train the arms at the same time, each in its process")
     parser.add_argument("--child", nargs=2, metavar=("SCHEDULE", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=max(1, args.steps // 10))
@@ -133,13 +146,14 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    print(f"fine-tuning {', '.join(SCHEDULES)}: {args.steps} steps of {args.batch_size} videos x {FRAMES} frames, lr "
-          f"{args.lr}, torch threads {torch.get_num_threads()}, load average {load[0]:.1f}", flush=True)
+    print(f"fine-tuning {', '.join(SCHEDULES)}{' in parallel' if args.parallel else ''}: {args.steps} steps of "
+          f"{args.batch_size} videos x {FRAMES} frames, lr {args.lr}, torch threads {torch.get_num_threads()}, "
+          f"load average {load[0]:.1f}", flush=True)
     train_frames = benchmark_split("synthetic", None, "train", SamplingConfig(frames=FRAMES, size=112), args.cache,
                                    TRAINING_VIDEOS)
-    arms = [in_subprocess(schedule, str(Path(train_frames.frames.filename).parent), args) for schedule in SCHEDULES]
+    arms = train_arms(str(Path(train_frames.frames.filename).parent), args)
     job = EvaluateJob(frames=FRAMES, cache=args.cache)
-    results = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "frames": FRAMES,
+    results = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "frames": FRAMES, "parallel": args.parallel,
                "load_average_start": load, "arms": []}
     for arm in arms:
         arm["start"] = scored(None, arm["schedule"], job)

@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = report.trial_rows(run(sweep).experiment_path)
     written = report.write(rows, sweep.experiment, title(sweep, rows))
     print(report.markdown_table(rows))
+    print(f"video->text protocol: {sweep.video_to_text}; [low, high]: 95% bootstrap intervals over queries "
+          f"({sweep.bootstrap} resamples)")
     print("\n".join(f"wrote {path}" for path in written))
     unfinished = sum(row["status"] != "TERMINATED" for row in rows)
     if unfinished:
