@@ -80,7 +80,7 @@ def pareto_png(rows: list[dict], title: str = "") -> bytes:
     if front:
         axes.step(*zip(*front), where="post", color="black", linewidth=1, zorder=2, label="Pareto front")
     if points:
-        xs, ys = zip(*points)
+        xs = [x for x, _ in shown]
         lows = [row.get(ACCURACY + "_low", row[ACCURACY]) for row in measured]
         highs = [row.get(ACCURACY + "_high", row[ACCURACY]) for row in measured]
         span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(highs) - min(lows)) or 1.0

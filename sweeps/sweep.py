@@ -302,7 +302,8 @@ def write_started(sweep: SweepConfig) -> None:
 
 def title(sweep: SweepConfig, rows: list[dict]) -> str:
     """What was swept on what: the plot's title."""
-    model = f"{sweep.model} ({sweep.pretrained})" if sweep.model else "built-in centerclip-tiny"
+    model = (f"{sweep.model} ({sweep.pretrained})" if sweep.model
+             else f"the model of {Path(sweep.pretrained).name}" if sweep.pretrained else "built-in centerclip-tiny")
     videos = next((row["videos"] for row in rows if row.get("videos")), None)
     split = f"{sweep.dataset} {sweep.split}" + (f", {videos} videos" if videos else "")
     tuned = f", fine-tuned {sweep.finetune.steps} steps" if sweep.finetune else ""
