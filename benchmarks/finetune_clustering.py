@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder  # noqa: E402
 from centerclip.checkpoint import save_checkpoint  # noqa: E402
-from centerclip.datasets.synthetic import TRAINING_VIDEOS  # noqa: E402
+from centerclip.datasets.msrvtt import TRAINING_VIDEOS  # noqa: E402
 from centerclip.evaluation import evaluate  # noqa: E402
 from centerclip.frames import FrameSet, benchmark_split  # noqa: E402
 from centerclip.train import TrainConfig, train  # noqa: E402

@@ -42,9 +42,10 @@ from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder, datasets  # noqa: E402
-from centerclip.datasets.synthetic import EVALUATION_VIDEOS  # noqa: E402
+from centerclip.datasets.msrvtt import EVALUATION_VIDEOS  # noqa: E402
 from centerclip.evaluation import embed_videos, evaluate  # noqa: E402
 from centerclip.flops import VisionShape, video_cost  # noqa: E402
+from centerclip.metrics import VIDEO_TO_TEXT  # noqa: E402
 from centerclip.frames import FrameSet  # noqa: E402
 from centerclip.train import TrainConfig, train  # noqa: E402
 from pipelines.evaluate import EvaluateJob, load_split  # noqa: E402
@@ -97,6 +98,8 @@ class SweepConfig:
         if self.samples is not None and (self.finetune is None or self.samples < 1):
             raise ValueError("sweep config: `samples` (random-search draws, >= 1) needs `finetune`; without "
                              "fine-tuning every schedule is evaluated once (grid search)")
+        if self.video_to_text not in VIDEO_TO_TEXT or self.bootstrap < 0:
+            raise ValueError(f"sweep config: video_to_text must be one of {', '.join(VIDEO_TO_TEXT)} and bootstrap >= 0")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ValueError("sweep config: cpus_per_trial must be > 0 and gpus_per_trial >= 0")
 

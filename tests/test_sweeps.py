@@ -145,6 +145,7 @@ def test_fine_tuning_sweeps_use_random_search_and_asha(ray_session, synthetic_sm
     ({"root": "/nonexistent/msrvtt"}, "data root /nonexistent/msrvtt does not exist"),
     ({"dataset": "msrvtt", "root": None}, "`root` is required for msrvtt"),
     ({"segments": 4}, r"unknown key\(s\) \['segments'\]"),
+    ({"video_to_text": "per-video"}, "video_to_text must be one of best-caption, every-caption"),
 ])
 def test_a_bad_config_fails_before_any_trial_naming_the_problem(synthetic_small, tmp_path, change, message):
     values = {"name": "bad", "root": str(synthetic_small), "model": "centerclip-test", "frames": 4,
