@@ -126,12 +126,17 @@ def kmedoids(
     dist = pairwise_distances(x, distance, p)
     medoids = kkz_init(x, dist, k)
     assign = assign_to_medoids(dist, medoids)
+    # Each segment iterates until its own medoids stop moving: one that cycles on ties (until
+    # max_iter) costs only its own work, not the whole batch's.
+    active = torch.arange(len(x), device=x.device)
     for _ in range(max_iter):
-        moved = update_medoids(dist, assign, k)
-        if torch.equal(moved, medoids):
+        moved = update_medoids(dist[active], assign[active], k)
+        changed = (moved != medoids[active]).any(1)
+        active, moved = active[changed], moved[changed]
+        if not len(active):
             break
-        medoids = moved
-        assign = assign_to_medoids(dist, medoids)
+        medoids[active] = moved
+        assign[active] = assign_to_medoids(dist[active], moved)
     return _sorted(assign, medoids)
 
 
