@@ -52,7 +52,9 @@ def pairwise_distances(x: torch.Tensor, distance: str = "euclidean", p: float = 
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}: choose one of {sorted(DISTANCES)}")
     dist = DISTANCES[distance](x, p)
-    # cdist's matmul path leaves rounding noise on the diagonal; a token is at distance 0 of itself.
+    # The GEMM path is not exactly symmetric and leaves rounding noise on the diagonal: make
+    # d(a, b) == d(b, a) bit for bit (so two-member clusters tie exactly) and d(a, a) == 0.
+    dist = (dist + dist.mT).mul_(0.5)
     dist.diagonal(dim1=1, dim2=2).zero_()
     return dist
 
@@ -87,25 +89,19 @@ def assign_to_medoids(dist: torch.Tensor, medoids: torch.Tensor) -> torch.Tensor
     return assign.scatter(1, medoids, own)
 
 
-def update_medoids(
-    dist: torch.Tensor, assign: torch.Tensor, medoids: torch.Tensor, tol: float = 0.0
-) -> torch.Tensor:
-    """In every cluster, the member with the smallest sum of distances to the other members.
+def update_medoids(dist: torch.Tensor, assign: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, K] new medoids: in every cluster, the member with the smallest sum of distances to the
+    other members, the lowest token index on exact ties (the published rule).
 
-    A medoid moves only when that improves its cluster's cost by more than ``tol`` (relative), so
-    ties never make the iteration oscillate."""
+    The sums are accumulated in float64: a sum of float32 distances is then exact, so which sums
+    tie does not depend on the order of summation, and the rule means what it says."""
     batch, n = assign.shape
-    k = medoids.shape[1]
     same_cluster = assign[:, :, None] == assign[:, None, :]  # [B, N, N]
-    cost = torch.where(same_cluster, dist, 0.0).sum(-1)  # [B, N]: each token's cost as its cluster's medoid
+    cost = torch.where(same_cluster, dist, 0.0).sum(-1, dtype=torch.float64)  # each token's cost as its cluster's medoid
     best_cost = cost.new_full((batch, k), float("inf")).scatter_reduce(1, assign, cost, "amin")
-    # Lowest index among the members reaching their cluster's best cost: deterministic on ties.
     token = torch.arange(n, device=dist.device).expand(batch, n)
     is_best = cost == best_cost.gather(1, assign)
-    best = medoids.new_full((batch, k), n).scatter_reduce(1, assign, token.masked_fill(~is_best, n), "amin")
-    current_cost = cost.gather(1, medoids)
-    moves = best_cost < current_cost - tol * current_cost.abs()
-    return torch.where(moves, best, medoids)
+    return assign.new_full((batch, k), n).scatter_reduce(1, assign, token.masked_fill(~is_best, n), "amin")
 
 
 def _sorted(assign: torch.Tensor, medoids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,34 +118,43 @@ def kmedoids(
     distance: str = "euclidean",
     p: float = 2.0,
     max_iter: int = 100,
-    tol: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-medoids with KKZ initialisation; stops when medoids stop moving or after ``max_iter``."""
+    """k-medoids with KKZ initialisation; stops when medoids stop moving or after ``max_iter``
+    updates (ties can make the published rule cycle, so the limit is the guard)."""
     _check_input(x, k)
     x = x.detach().float()
     dist = pairwise_distances(x, distance, p)
     medoids = kkz_init(x, dist, k)
     assign = assign_to_medoids(dist, medoids)
+    # Each segment iterates until its own medoids stop moving: one that cycles on ties (until
+    # max_iter) costs only its own work, not the whole batch's.
+    active = torch.arange(len(x), device=x.device)
     for _ in range(max_iter):
-        moved = update_medoids(dist, assign, medoids, tol)
-        if torch.equal(moved, medoids):
+        moved = update_medoids(dist[active], assign[active], k)
+        changed = (moved != medoids[active]).any(1)
+        active, moved = active[changed], moved[changed]
+        if not len(active):
             break
-        medoids = moved
-        assign = assign_to_medoids(dist, medoids)
+        medoids[active] = moved
+        assign[active] = assign_to_medoids(dist[active], moved)
     return _sorted(assign, medoids)
 
 
-def _heat_affinity(sq_dist: torch.Tensor, sigma: float, knn: int) -> torch.Tensor:
+def _heat_affinity(sq_dist: torch.Tensor, sigma: float, knn: int, self_loops: bool) -> torch.Tensor:
     affinity = torch.exp(-sq_dist / (2.0 * sigma**2))
-    affinity.diagonal(dim1=1, dim2=2).zero_()
+    if not self_loops:
+        affinity.diagonal(dim1=1, dim2=2).zero_()
     return affinity
 
 
-def _knn_affinity(sq_dist: torch.Tensor, sigma: float, knn: int) -> torch.Tensor:
-    affinity = _heat_affinity(sq_dist, sigma, knn)
-    neighbours = affinity.topk(min(knn, affinity.shape[-1] - 1), dim=-1).indices
+def _knn_affinity(sq_dist: torch.Tensor, sigma: float, knn: int, self_loops: bool) -> torch.Tensor:
+    """Each token's ``knn`` strongest edges, kept if either end chose them. With self-loops the
+    token's own edge (affinity 1, the strongest) counts as one of its ``knn``, as published."""
+    affinity = _heat_affinity(sq_dist, sigma, knn, self_loops)
+    available = affinity.shape[-1] - (0 if self_loops else 1)
+    neighbours = affinity.topk(min(knn, available), dim=-1).indices
     keep = torch.zeros_like(affinity, dtype=torch.bool).scatter_(-1, neighbours, True)
-    return affinity * (keep | keep.mT)  # symmetric: an edge is kept if either end chose it
+    return affinity * (keep | keep.mT)
 
 
 GRAPHS = {"heat": _heat_affinity, "knn": _knn_affinity}
@@ -164,14 +169,15 @@ def spectral(
     graph: str = "heat",
     knn: int = 10,
     normalize: bool = True,
+    self_loops: bool = False,
     max_iter: int = 100,
-    tol: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spectral clustering: heat-kernel affinity (optionally kNN-sparsified), symmetric normalised
     Laplacian, its K smallest eigenvectors row-normalised, then k-medoids on those rows.
 
     With ``normalize`` the tokens are L2-normalised first, so ``sigma`` is measured on the unit
-    sphere and does not depend on the scale of the transformer's residual stream."""
+    sphere and does not depend on the scale of the transformer's residual stream. The published
+    variant clusters raw tokens (``normalize=False``) on a graph that keeps ``self_loops``."""
     _check_input(x, k)
     if graph not in GRAPHS:
         raise ValueError(f"unknown spectral graph {graph!r}: choose one of {sorted(GRAPHS)}")
@@ -181,13 +187,13 @@ def spectral(
     if normalize:
         x = F.normalize(x, dim=-1)
     sq_dist = pairwise_distances(x).square()
-    affinity = GRAPHS[graph](sq_dist, sigma, knn)
+    affinity = GRAPHS[graph](sq_dist, sigma, knn, self_loops)
     inv_sqrt_degree = affinity.sum(-1).clamp_min(1e-12).rsqrt()
     normalised = inv_sqrt_degree[:, :, None] * affinity * inv_sqrt_degree[:, None, :]
     identity = torch.eye(x.shape[1], device=x.device, dtype=x.dtype)
     _, eigenvectors = torch.linalg.eigh(identity - normalised)  # eigenvalues ascending
     embedding = F.normalize(eigenvectors[..., :k], dim=-1)
-    return kmedoids(embedding, k, max_iter=max_iter, tol=tol)
+    return kmedoids(embedding, k, max_iter=max_iter)
 
 
 def _nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -28,16 +28,18 @@ def embed_captions(encoder: VideoEncoder, data: FrameSet, batch_size: int = 256)
 
 
 def evaluate(encoder: VideoEncoder, data: FrameSet, *, dsl: bool = False, videos: torch.Tensor | None = None,
-             batch_size: int = 32) -> dict:
-    """Both directions' R@1/5/10, MdR, MnR (and DSL beside them); on benchmarks that flag temporal
-    queries, the same on the temporal subset. ``videos`` are precomputed video embeddings."""
+             batch_size: int = 32, video_to_text: str = "best-caption", bootstrap: int = 1000) -> dict:
+    """Both directions' R@1/5/10, MdR, MnR with their 95% bootstrap intervals (and DSL beside
+    them); on benchmarks that flag temporal queries, the same on the temporal subset. ``videos``
+    are precomputed video embeddings; ``video_to_text`` is the protocol (centerclip.metrics)."""
     encoder.eval()
     if videos is None:
         videos = embed_videos(encoder, data, np.arange(len(data)), batch_size)
     captions, caption_video = embed_captions(encoder, data)
     videos = videos.to(captions.device)
-    results = {"all": retrieval_metrics(captions, videos, torch.from_numpy(caption_video), dsl=dsl)}
+    options = {"dsl": dsl, "video_to_text": video_to_text, "bootstrap": bootstrap}
+    results = {"all": retrieval_metrics(captions, videos, torch.from_numpy(caption_video), **options)}
     if data.temporal is not None and data.temporal.any():
-        results["temporal"] = retrieval_metrics(captions, videos, torch.from_numpy(caption_video), dsl=dsl,
-                                                queries=torch.from_numpy(data.temporal))
+        results["temporal"] = retrieval_metrics(captions, videos, torch.from_numpy(caption_video),
+                                                queries=torch.from_numpy(data.temporal), **options)
     return results

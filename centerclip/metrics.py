@@ -1,15 +1,24 @@
-"""Retrieval metrics on similarity matrices.
+"""Retrieval metrics on similarity matrices, with bootstrap confidence intervals.
 
 Ranks are pessimistic: a positive that ties with negatives is ranked after all of them, so a
-constant similarity matrix scores as badly as it deserves. When a query has several positives
-(video->text on multi-caption benchmarks), its best-ranked positive counts.
+constant similarity matrix scores as badly as it deserves. When a query has several positives,
+its best-ranked positive counts.
+
+Video->text on benchmarks with several captions per video (MSVD, MSR-VTT train) has two protocols:
+- ``best-caption`` (the published one, our default): each candidate video is scored by the best of
+  its captions, and the query video is ranked among the candidate videos;
+- ``every-caption``: every caption of every other video competes with the query's own captions.
+On one caption per video they are the same.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 RECALL_AT = (1, 5, 10)
+METRICS = (*(f"R@{k}" for k in RECALL_AT), "MdR", "MnR")
+VIDEO_TO_TEXT = ("best-caption", "every-caption")
 
 
 def ranks(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -23,13 +32,38 @@ def ranks(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     return 1 + ((similarity >= best_positive) & ~positives).sum(1)
 
 
+def _statistics(query_ranks: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric along the last axis of [..., Q] ranks (so many resamples at once)."""
+    values = {f"R@{k}": (query_ranks <= k).mean(-1) * 100 for k in RECALL_AT}
+    values["MdR"] = np.median(query_ranks, axis=-1)  # the mean of the two middle ranks when even
+    values["MnR"] = query_ranks.mean(-1)
+    return values
+
+
 def summarise(query_ranks: torch.Tensor) -> dict[str, float]:
     """R@1/5/10 (percent), median rank and mean rank."""
-    values = query_ranks.double()
-    summary = {f"R@{k}": float((values <= k).double().mean() * 100) for k in RECALL_AT}
-    summary["MdR"] = float(values.quantile(0.5))  # the mean of the two middle ranks when even
-    summary["MnR"] = float(values.mean())
-    return summary
+    return {name: float(value) for name, value in _statistics(np.asarray(query_ranks, dtype=np.float64)).items()}
+
+
+def bootstrap_intervals(query_ranks: torch.Tensor, *, resamples: int = 1000, level: float = 0.95,
+                        seed: int = 0) -> dict[str, float]:
+    """Percentile bootstrap over queries: ``NAME_low`` and ``NAME_high`` for every metric. The
+    queries are resampled with replacement ``resamples`` times (seeded: the same ranks give the
+    same interval), a few million ranks at a time."""
+    values = np.asarray(query_ranks, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, 2**22 // max(1, len(values)))
+    drawn: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+    for start in range(0, resamples, per_chunk):
+        sample = values[rng.integers(0, len(values), size=(min(per_chunk, resamples - start), len(values)))]
+        for name, statistic in _statistics(sample).items():
+            drawn[name].append(statistic)
+    tail = (1 - level) / 2 * 100
+    intervals = {}
+    for name, parts in drawn.items():
+        low, high = np.percentile(np.concatenate(parts), [tail, 100 - tail])
+        intervals.update({f"{name}_low": float(low), f"{name}_high": float(high)})
+    return intervals
 
 
 def dual_softmax(similarity: torch.Tensor, temperature: float = 100.0) -> torch.Tensor:
@@ -38,15 +72,26 @@ def dual_softmax(similarity: torch.Tensor, temperature: float = 100.0) -> torch.
     return similarity * torch.softmax(similarity * temperature, dim=0)
 
 
+def best_caption_scores(video_to_caption: torch.Tensor, caption_video: torch.Tensor, videos: int) -> torch.Tensor:
+    """[V, C] video->caption scores -> [V, V]: each candidate video's best caption score."""
+    index = caption_video[None, :].expand(len(video_to_caption), -1)
+    empty = video_to_caption.new_full((len(video_to_caption), videos), float("-inf"))
+    return empty.scatter_reduce(1, index, video_to_caption, "amax")
+
+
 def retrieval_metrics(
     text: torch.Tensor, video: torch.Tensor, caption_video: torch.Tensor, *, dsl: bool = False,
-    queries: torch.Tensor | None = None,
+    queries: torch.Tensor | None = None, video_to_text: str = "best-caption", bootstrap: int = 1000, seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Both directions from L2-normalised embeddings: ``text`` [C, D] captions, ``video`` [V, D],
     ``caption_video`` [C] the index of each caption's video. Every caption is a text->video query;
-    for video->text, a video's best-ranked caption counts. With ``dsl``, the dual-softmax numbers
-    are added beside the raw ones. ``queries`` (bool [V]) restricts the queries to those videos and
-    their captions (e.g. the temporal subset); the galleries stay whole."""
+    every video a video->text query, ranked by the ``video_to_text`` protocol (see the module).
+    With ``dsl``, the dual-softmax numbers are added beside the raw ones. ``queries`` (bool [V])
+    restricts the queries to those videos and their captions (e.g. the temporal subset); the
+    galleries stay whole. With ``bootstrap`` > 0 resamples, every metric gets a 95% interval
+    (``R@1_low``, ``R@1_high``, ...)."""
+    if video_to_text not in VIDEO_TO_TEXT:
+        raise ValueError(f"unknown video->text protocol {video_to_text!r}: choose one of {', '.join(VIDEO_TO_TEXT)}")
     caption_video = torch.as_tensor(caption_video, device=text.device)
     similarity = text.float() @ video.float().T  # [C, V]
     positives = caption_video[:, None] == torch.arange(len(video), device=text.device)[None, :]
@@ -59,8 +104,17 @@ def retrieval_metrics(
     scored = {"": (similarity, similarity.T)}
     if dsl:
         scored["_dsl"] = (dual_softmax(similarity), dual_softmax(similarity.T))
+    identity = torch.eye(len(video), dtype=torch.bool, device=text.device)
     results = {}
-    for suffix, (text_to_video, video_to_text) in scored.items():
-        results["text_to_video" + suffix] = summarise(ranks(text_to_video, positives)[captions])
-        results["video_to_text" + suffix] = summarise(ranks(video_to_text, positives.T)[videos])
+    for suffix, (text_to_video, video_to_caption) in scored.items():
+        if video_to_text == "best-caption":
+            video_ranks = ranks(best_caption_scores(video_to_caption, caption_video, len(video)), identity)
+        else:
+            video_ranks = ranks(video_to_caption, positives.T)
+        for direction, query_ranks in (("text_to_video", ranks(text_to_video, positives)[captions]),
+                                       ("video_to_text", video_ranks[videos])):
+            summary = summarise(query_ranks.cpu())
+            if bootstrap:
+                summary.update(bootstrap_intervals(query_ranks.cpu(), resamples=bootstrap, seed=seed))
+            results[direction + suffix] = summary
     return results

@@ -28,10 +28,12 @@ def _cluster_means(tokens: torch.Tensor, assign: torch.Tensor, k: int) -> torch.
     return (membership.mT @ tokens) / membership.sum(1)[..., None]
 
 
-def _selecting(cluster: Callable[..., tuple[torch.Tensor, torch.Tensor]], keep: str, **options) -> Reducer:
+def _selecting(cluster: Callable[..., tuple[torch.Tensor, torch.Tensor]], keep: str,
+               per_segment: Callable[[int], dict] = lambda frames: {}, **options) -> Reducer:
+    """``per_segment(frames per segment)`` gives the options that depend on the segment's length."""
     def reduce(patches: torch.Tensor, k: int) -> torch.Tensor:
         tokens = patches.flatten(1, 2)  # the segment's frames side by side, in temporal order
-        assign, centres = cluster(tokens, k, **options)
+        assign, centres = cluster(tokens, k, **options, **per_segment(patches.shape[1]))
         if keep == "mean":
             return _cluster_means(tokens, assign, k)
         return _gather(tokens, centres)
@@ -52,7 +54,9 @@ def reducer_for(schedule: Schedule) -> Reducer:
         ),
         "spectral": lambda: _selecting(
             clustering.spectral, schedule.keep,
-            sigma=schedule.sigma, graph=schedule.graph, knn=schedule.knn, max_iter=schedule.max_iter,
+            per_segment=lambda frames: {"knn": schedule.knn_per_frame * frames or schedule.knn},
+            sigma=schedule.sigma, graph=schedule.graph, normalize=schedule.normalize,
+            self_loops=schedule.self_loops, max_iter=schedule.max_iter,
         ),
         "sparse": lambda: _selecting(
             clustering.ALGORITHMS[schedule.sampling], schedule.keep,

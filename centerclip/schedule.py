@@ -5,6 +5,7 @@ String form (for CLIs and sweeps), parsed and printed round-trip::
     none                                   no reduction: per-frame CLS, meanP
     kmedoids@6:4x49                        after block 6: 4 segments of 49 tokens each
     spectral(graph=knn,knn=8)@6:4x49       options in parentheses (only non-defaults are printed)
+    spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@6:4x49   the published variant
     kmedoids@4:6x98,8:2x49                 two stages: 6 segments x 98, then 2 segments x 49
     pooling@6:4x49   sparse(sampling=random)@6:4x49
 
@@ -26,7 +27,9 @@ DISTANCES = ("euclidean", "cosine")
 GRAPHS = ("heat", "knn")
 SAMPLINGS = ("uniform", "random")
 
-_OPTIONS = ("keep", "distance", "p", "max_iter", "sigma", "graph", "knn", "sampling", "seed")
+_OPTIONS = ("keep", "distance", "p", "max_iter", "sigma", "normalize", "self_loops", "graph", "knn", "knn_per_frame",
+            "sampling", "seed")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _STAGE = re.compile(r"^(\d+):(\d+)x(\d+)$")
 _SCHEDULE = re.compile(r"^(?P<algorithm>[a-z]+)(?:\((?P<options>[^()]*)\))?(?:@(?P<stages>.+))?$")
 
@@ -50,8 +53,11 @@ class Schedule:
     p: float = 2.0
     max_iter: int = 100
     sigma: float = 2.0
+    normalize: bool = True  # spectral: L2-normalise tokens before the heat kernel (published: false)
+    self_loops: bool = False  # spectral: keep each token's edge to itself (published: true)
     graph: str = "heat"
     knn: int = 10
+    knn_per_frame: int = 0  # spectral kNN: if > 0, k = this x frames per segment, instead of knn (published: 5)
     sampling: str = "uniform"
     seed: int = 0
 
@@ -75,8 +81,8 @@ class Schedule:
         blocks = [s.block for s in self.stages]
         if blocks != sorted(set(blocks)):
             raise ValueError(f"stage blocks must be strictly increasing, got {blocks}")
-        if self.p <= 0 or self.max_iter < 1 or self.sigma <= 0 or self.knn < 1:
-            raise ValueError("p and sigma must be > 0; max_iter and knn must be >= 1")
+        if self.p <= 0 or self.max_iter < 1 or self.sigma <= 0 or self.knn < 1 or self.knn_per_frame < 0:
+            raise ValueError("p and sigma must be > 0; max_iter and knn must be >= 1; knn_per_frame >= 0")
 
     @property
     def reduces(self) -> bool:
@@ -149,7 +155,7 @@ class Schedule:
             raise ValueError(f"unknown schedule option(s) {sorted(unknown)}: valid options are {sorted(types)}")
         converted = {}
         for name, value in values.items():
-            caster = {"int": int, "float": float}.get(types[name])
+            caster = {"int": int, "float": float, "bool": _boolean}.get(types[name])
             try:
                 converted[name] = caster(value) if caster else value
             except (TypeError, ValueError):
@@ -167,5 +173,15 @@ def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() not in _BOOLEANS:
+        raise ValueError(value)
+    return _BOOLEANS[str(value).lower()]
+
+
 def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -5,8 +5,10 @@
     python pipelines/evaluate.py --dataset msrvtt --root /data/msrvtt --model ViT-B-32 --pretrained openai
     python pipelines/evaluate.py --ray                             # encode the split through Ray Data
 
-Prints, per schedule, both directions' R@1/5/10, median and mean rank (DSL beside them with
---dsl), GFLOPs per video, and the same on the temporal queries where the benchmark flags them.
+Prints, per schedule, both directions' R@1/5/10, median and mean rank, each with its 95% bootstrap
+interval over queries (DSL beside them with --dsl), GFLOPs per video, and the same on the temporal
+queries where the benchmark flags them. Video->text follows the published protocol unless
+--video-to-text every-caption (see centerclip.metrics); the output names the protocol used.
 The split is decoded once (cached); videos that cannot be decoded are listed, not dropped silently.
 """
 
@@ -25,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the
 
 # Light imports only: torch and Ray load inside the functions that use them, after parsing.
 from centerclip import cli, datasets  # noqa: E402
+from centerclip.datasets.msrvtt import EVALUATION_VIDEOS  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -38,12 +41,14 @@ class EvaluateJob:
     dataset: str = "synthetic"
     root: str | None = None
     split: str = "test"
-    synthetic_videos: int = 2000
+    synthetic_videos: int = EVALUATION_VIDEOS
     model: str | None = None
     pretrained: str | None = None
     schedules: tuple[str, ...] = ()  # empty: the model's own schedule
     frames: int | None = None
     dsl: bool = False
+    video_to_text: str = "best-caption"  # or every-caption (centerclip.metrics)
+    bootstrap: int = 1000  # resamples for the 95% intervals; 0: none
     ray: bool = False
     batch_size: int = 32
     cache: str = ".cache/centerclip"
@@ -118,22 +123,42 @@ def run(job: EvaluateJob) -> list[dict]:
         videos = None
         if job.ray:
             videos = embed_with_ray(encoder, frames_folder, len(data), job.batch_size)
-        metrics = evaluate(encoder, data, dsl=job.dsl, videos=videos, batch_size=job.batch_size)
+        metrics = evaluate(encoder, data, dsl=job.dsl, videos=videos, batch_size=job.batch_size,
+                           video_to_text=job.video_to_text, bootstrap=job.bootstrap)
         results.append({
             "model": encoder.model_name, "pretrained": job.pretrained, "schedule": str(schedule),
-            "dataset": job.dataset, "split": job.split, "videos": len(data), "frames": encoder.frames,
+            "dataset": job.dataset, "split": job.split, "videos": len(data), "captions": int(data.caption_counts.sum()),
+            "frames": encoder.frames, "video_to_text_protocol": job.video_to_text, "bootstrap_resamples": job.bootstrap,
             "gflops_per_video": video_cost(shape, schedule, encoder.frames).gflops, **metrics,
         })
     return results
 
 
+def cell(values: dict, name: str) -> str:
+    """``26.2 [24.5, 27.9]``: a metric and its 95% interval where there is one."""
+    if f"{name}_low" not in values:
+        return f"{values[name]:.1f}"
+    return f"{values[name]:.1f} [{values[name + '_low']:.1f}, {values[name + '_high']:.1f}]"
+
+
 def format_table(results: list[dict]) -> str:
-    lines = [f"{'schedule':34s} {'subset':9s} {'direction':16s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'MdR':>6s} {'MnR':>7s} {'GFLOPs':>7s}"]
+    from centerclip.metrics import METRICS
+
+    width = 18 if any("R@1_low" in values for result in results for values in result["all"].values()) else 6
+    lines = [f"{'schedule':34s} {'subset':9s} {'direction':16s} " + " ".join(f"{name:>{width}s}" for name in METRICS)
+             + f" {'GFLOPs':>7s}"]
     for result in results:
         for subset in ("all", "temporal"):
             for direction, values in result.get(subset, {}).items():
-                lines.append(f"{result['schedule']:34s} {subset:9s} {direction:16s} {values['R@1']:6.1f} {values['R@5']:6.1f} "
-                             f"{values['R@10']:6.1f} {values['MdR']:6.1f} {values['MnR']:7.1f} {result['gflops_per_video']:7.2f}")
+                lines.append(f"{result['schedule']:34s} {subset:9s} {direction:16s} "
+                             + " ".join(f"{cell(values, name):>{width}s}" for name in METRICS)
+                             + f" {result['gflops_per_video']:7.2f}")
+    if results:
+        first = results[0]
+        intervals = f"95% bootstrap intervals over queries ({first['bootstrap_resamples']} resamples, seeded)" \
+            if first["bootstrap_resamples"] else "no intervals (--bootstrap 0)"
+        lines.append(f"{first['videos']} videos, {first['captions']} captions; video->text protocol: "
+                     f"{first['video_to_text_protocol']}; {intervals}")
     return "\n".join(lines)
 
 
@@ -142,13 +167,17 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--dataset", default="synthetic", choices=sorted(datasets.LOADERS), help="benchmark (default: synthetic)")
     parser.add_argument("--root", help="benchmark annotation folder (synthetic: generated under --cache if omitted)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--synthetic-videos", type=int, default=2000, help="videos in the generated synthetic set")
+    parser.add_argument("--synthetic-videos", type=int, default=EVALUATION_VIDEOS,
+                        help=f"videos in the generated synthetic set (default: {EVALUATION_VIDEOS}, a 2,500-video test split)")
     parser.add_argument("--model", help="open_clip model name (default: the built-in model)")
     parser.add_argument("--pretrained", help="open_clip tag, weights file, or centerclip checkpoint")
     parser.add_argument("--schedule", action="append", default=[], type=cli.schedule,
                         help="schedule to evaluate, e.g. kmedoids@3:4x49 (repeatable; default: the model's)")
     parser.add_argument("--frames", type=cli.positive(int), help="frames per video (default: the model's)")
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked numbers")
+    parser.add_argument("--video-to-text", default="best-caption", choices=("best-caption", "every-caption"),  # metrics.VIDEO_TO_TEXT
+                        help="multi-caption video->text protocol: best-caption (published, default) or every-caption")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (0: none)")
     parser.add_argument("--ray", action="store_true", help="encode the videos through Ray Data")
     parser.add_argument("--batch-size", type=cli.positive(int), default=32, help="videos per encoder batch")
     parser.add_argument("--cache", default=".cache/centerclip", help="folder for generated data and decoded frames")

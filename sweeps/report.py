@@ -1,5 +1,7 @@
 """A sweep's report: one CSV row per trial, and a Pareto plot of text->video R@1 against GFLOPs per
-video, each point labelled by its schedule, the front (nothing cheaper is as accurate) drawn.
+video with each point's 95% interval as an error bar, labelled by its schedule in a column beside
+the axes (so labels never overlap each other or the points), the front (nothing cheaper is as
+accurate) drawn.
 sweeps/sweep.py writes it when a sweep ends; this command writes it again from a sweep's folder
 (e.g. while the sweep still runs, or after it was interrupted).
 
@@ -71,25 +73,37 @@ def csv_text(rows: list[dict]) -> str:
 def pareto_png(rows: list[dict], title: str = "") -> bytes:
     from matplotlib.figure import Figure
 
-    measured = [row for row in rows if row.get(ACCURACY) is not None and row.get(COST) is not None]
+    measured = sorted((row for row in rows if row.get(ACCURACY) is not None and row.get(COST) is not None),
+                      key=lambda row: (row[COST], row[ACCURACY]))
     points = [(row[COST], row[ACCURACY]) for row in measured]
-    labels = [row["schedule"] for row in measured]
-    figure = Figure(figsize=(10, 6.5))
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.09, top=0.94)  # fixed, so label sizes are known in data units
+    shown = dodge(points)
+    figure = Figure(figsize=(12, 7))
+    figure.subplots_adjust(left=0.06, right=0.6, bottom=0.09, top=0.9)  # the labels' column is right of the axes
     axes = figure.subplots()
-    family = [label.split("(")[0].split("@")[0] for label in labels]
+    family = [row["schedule"].split("(")[0].split("@")[0] for row in measured]
     colours = {}
     for algorithm in sorted(set(family)):
-        drawn = axes.scatter(*zip(*[point for point, name in zip(points, family) if name == algorithm]), label=algorithm, zorder=3)
-        colours[algorithm] = drawn.get_facecolor()[0]
+        mine = [(row, x) for row, (x, _), name in zip(measured, shown, family) if name == algorithm]
+        low = [row[ACCURACY] - row.get(ACCURACY + "_low", row[ACCURACY]) for row, _ in mine]
+        high = [row.get(ACCURACY + "_high", row[ACCURACY]) - row[ACCURACY] for row, _ in mine]
+        drawn = axes.errorbar([x for _, x in mine], [row[ACCURACY] for row, _ in mine], yerr=[low, high],
+                              fmt="o", markersize=5, capsize=3, elinewidth=1, alpha=0.85, label=algorithm, zorder=3)
+        colours[algorithm] = drawn.lines[0].get_color()
     front = [points[i] for i in pareto_front(points)]
     if front:
         axes.step(*zip(*front), where="post", color="black", linewidth=1, zorder=2, label="Pareto front")
     if points:
-        place_labels(axes, points, labels, [colours[name] for name in family], (9.0 * 72, 6.5 * 0.85 * 72))
-    axes.set_xlabel("GFLOPs per video (vision tower)")
-    axes.set_ylabel("text->video R@1 (%)")
-    axes.set_title(title)
+        xs = [x for x, _ in shown]
+        lows = [row.get(ACCURACY + "_low", row[ACCURACY]) for row in measured]
+        highs = [row.get(ACCURACY + "_high", row[ACCURACY]) for row in measured]
+        span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(highs) - min(lows)) or 1.0
+        axes.set_xlim(min(xs) - 0.05 * span_x, max(xs) + 0.05 * span_x)
+        axes.set_ylim(min(lows) - 0.05 * span_y, max(highs) + 0.05 * span_y)
+        place_labels(axes, shown, [row["schedule"] for row in measured], [colours[name] for name in family],
+                     axes_height_pt=7 * 72 * (0.9 - 0.09))
+    axes.set_xlabel("GFLOPs per video (vision tower; schedules of equal cost are spread sideways)")
+    axes.set_ylabel("text->video R@1 (%), 95% bootstrap interval")
+    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     buffer = io.BytesIO()
@@ -97,40 +111,60 @@ def pareto_png(rows: list[dict], title: str = "") -> bytes:
     return buffer.getvalue()
 
 
-def place_labels(axes, points: list[tuple[float, float]], labels: list[str], colours: list, size_pt: tuple[float, float],
+def dodge(points: list[tuple[float, float]], width: float = 0.08) -> list[tuple[float, float]]:
+    """Points of equal cost spread sideways (by ``width`` of the cost range in all), so their error
+    bars do not hide each other."""
+    xs = [x for x, _ in points]
+    step = width * ((max(xs) - min(xs)) or 1.0) if points else 0.0
+    shown = []
+    for i, (x, y) in enumerate(points):
+        same = [j for j, other in enumerate(xs) if other == x]
+        offset = (same.index(i) - (len(same) - 1) / 2) * step / max(1, len(same) - 1) if len(same) > 1 else 0.0
+        shown.append((x + offset, y))
+    return shown
+
+
+def label_positions(targets: list[float], gap: float) -> list[float]:
+    """Positions in [0, 1] as close as possible to ``targets`` (in [0, 1]) with at least ``gap``
+    between any two, in the targets' order: push overlapping labels up, then back down from the
+    top; if they cannot all fit, spread them evenly."""
+    order = sorted(range(len(targets)), key=lambda i: targets[i])
+    if gap * (len(targets) - 1) > 1:
+        gap = 1 / max(1, len(targets) - 1)
+    placed = [min(max(targets[i], 0.0), 1.0) for i in order]
+    for j in range(1, len(placed)):
+        placed[j] = max(placed[j], placed[j - 1] + gap)
+    placed[-1] = min(placed[-1], 1.0)
+    for j in range(len(placed) - 2, -1, -1):
+        placed[j] = min(placed[j], placed[j + 1] - gap)
+    positions = [0.0] * len(targets)
+    for rank, i in enumerate(order):
+        positions[i] = placed[rank]
+    return positions
+
+
+def place_labels(axes, points: list[tuple[float, float]], labels: list[str], colours: list, axes_height_pt: float,
                  fontsize: float = 7) -> None:
-    """Label every point to its right; a label that would cover a point or a label already placed
-    moves up (a line of its point's colour then joins them). Schedules of equal cost share a vertical line, so their
-    labels would otherwise sit on top of each other. Sizes are estimated from the axes' size."""
-    xs, ys = zip(*points)
-    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    widths_pt = [len(label) * 0.55 * fontsize for label in labels]
-    left, bottom, top = min(xs) - 0.05 * span_x, min(ys) - 0.08 * span_y, max(ys) + 0.08 * span_y
-    # Room for every label right of its point: x + width_pt * (right - left) / axes_width <= right.
-    right = max((x + 0.03 * span_x - f * left) / (1 - f) for x, f in zip(xs, (w / size_pt[0] for w in widths_pt)))
-    per_x, per_y = (right - left) / size_pt[0], (top - bottom) / size_pt[1]  # data units per point
-    height, gap, marker = 1.3 * fontsize * per_y, 4 * per_x, 3.5
-    boxes = [(x - marker * per_x, x + marker * per_x, y - marker * per_y, y + marker * per_y) for x, y in points]
-    for i in sorted(range(len(points)), key=lambda i: points[i][1]):
-        x, y = points[i][0] + gap, points[i][1] - height / 2
-        width = widths_pt[i] * per_x
-        while any(x < x1 and x0 < x + width and y < y1 and y0 < y + height for x0, x1, y0, y1 in boxes):
-            y += height / 4
-        boxes.append((x, x + width, y, y + height))
-        moved = y > points[i][1] - height / 2
-        axes.annotate(labels[i], points[i], xytext=(x, y + height / 2), fontsize=fontsize, va="center", color=colours[i],
-                      arrowprops={"arrowstyle": "-", "linewidth": 0.8, "color": colours[i], "shrinkA": 0} if moved else None)
-    axes.set_xlim(left, right)
-    axes.set_ylim(bottom, max(top, max(box[3] for box in boxes) + height / 2))
+    """Every label in one column right of the axes, at its point's height where it fits (else
+    nudged by the least needed), joined to its point by a thin line of its colour."""
+    bottom, top = axes.get_ylim()
+    targets = [(y - bottom) / (top - bottom) for _, y in points]
+    positions = label_positions(targets, gap=1.35 * fontsize / axes_height_pt)
+    for (x, y), label, colour, position in zip(points, labels, colours, positions):
+        axes.annotate(label, (x, y), xytext=(1.04, position), textcoords="axes fraction", fontsize=fontsize,
+                      va="center", color=colour, annotation_clip=False,
+                      arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": colour, "alpha": 0.45, "shrinkA": 0,
+                                  "shrinkB": 3})
 
 
-def write(rows: list[dict], folder: str) -> list[str]:
-    """trials.csv and pareto.png in ``folder`` (a local path or a pyarrow.fs URI); returns their paths."""
+def write(rows: list[dict], folder: str, title: str = "") -> list[str]:
+    """trials.csv and pareto.png (titled ``title``) in ``folder`` (a local path or a pyarrow.fs
+    URI); returns their paths."""
     import pyarrow.fs
 
     filesystem, path = pyarrow.fs.FileSystem.from_uri(folder)
     filesystem.create_dir(path, recursive=True)
-    files = {"trials.csv": csv_text(rows).encode(), "pareto.png": pareto_png(rows, folder.rstrip("/").rsplit("/", 1)[-1])}
+    files = {"trials.csv": csv_text(rows).encode(), "pareto.png": pareto_png(rows, title)}
     for name, content in files.items():
         with filesystem.open_output_stream(f"{path}/{name}") as stream:
             stream.write(content)
@@ -142,13 +176,18 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in sorted(rows, key=lambda row: (row.get(COST) is None, -(row.get(COST) or 0), row["schedule"])):
         cells = [row["schedule"] + ("" if row["status"] == "TERMINATED" else f" ({row['status']})")]
-        cells += [_cell(row.get(key)) for key in list(columns.values())[1:]]
+        cells += [_cell(row, key) for key in list(columns.values())[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+def _cell(row: dict, key: str) -> str:
+    """The value, and its 95% interval where the row has one: ``26.25 [24.5, 28.0]``."""
+    value = row.get(key)
+    text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+    if row.get(key + "_low") is not None:
+        text += f" [{row[key + '_low']:.4g}, {row[key + '_high']:.4g}]"
+    return text
 
 
 def build_parser() -> cli.ArgumentParser:

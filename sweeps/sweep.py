@@ -7,8 +7,9 @@ A sweep is a YAML file (sweeps/default.yaml is a commented example): the benchma
 model, a search space of schedules, optional fine-tuning steps per trial and each trial's
 resources. Every schedule is checked against the model and the frame count before anything is
 decoded or any trial starts. The split is decoded once into the frame cache, which every trial
-memory-maps. Each trial reports both directions' R@1/5/10, MdR and MnR, GFLOPs per video,
-measured ms per video and peak memory; Tune logs them per trial for TensorBoard.
+memory-maps. Each trial reports both directions' R@1/5/10, MdR and MnR with their 95% bootstrap
+intervals over queries, GFLOPs per video, measured ms per video and peak memory; Tune logs them
+per trial for TensorBoard.
 
 Everything goes to STORAGE/NAME: the experiment state, one folder per trial, and the report
 (trials.csv and pareto.png). Running the same command again resumes an interrupted sweep without
@@ -37,6 +38,7 @@ import yaml  # noqa: E402
 
 from centerclip import Schedule, cli, datasets  # noqa: E402
 from centerclip.train_config import TrainConfig  # noqa: E402
+from centerclip.datasets.msrvtt import EVALUATION_VIDEOS  # noqa: E402
 from pipelines.evaluate import EvaluateJob, load_split  # noqa: E402
 from sweeps import report  # noqa: E402
 
@@ -66,12 +68,14 @@ class SweepConfig:
     dataset: str = "synthetic"
     root: str | None = None  # the benchmark's annotation folder; synthetic: generated under `cache` if omitted
     split: str = "test"
-    synthetic_videos: int = 2000
+    synthetic_videos: int = EVALUATION_VIDEOS
     model: str | None = None  # default: the built-in model
     pretrained: str | None = None
     frames: int | None = None  # default: the model's
     batch_size: int = 32
     dsl: bool = False
+    video_to_text: str = "best-caption"  # multi-caption protocol (centerclip.metrics): or every-caption
+    bootstrap: int = 1000  # resamples for every metric's 95% interval; 0: none
     finetune: TrainConfig | None = None  # fine-tuning per trial, on `train_split`, evaluated every log_every steps
     train_split: str = "train"
     samples: int | None = None  # random-search draws when fine-tuning (default: one per schedule)
@@ -94,6 +98,10 @@ class SweepConfig:
         if self.samples is not None and (self.finetune is None or self.samples < 1):
             raise ValueError("sweep config: `samples` (random-search draws, >= 1) needs `finetune`; without "
                              "fine-tuning every schedule is evaluated once (grid search)")
+        from centerclip.metrics import VIDEO_TO_TEXT
+
+        if self.video_to_text not in VIDEO_TO_TEXT or self.bootstrap < 0:
+            raise ValueError(f"sweep config: video_to_text must be one of {', '.join(VIDEO_TO_TEXT)} and bootstrap >= 0")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ValueError("sweep config: cpus_per_trial must be > 0 and gpus_per_trial >= 0")
 
@@ -135,7 +143,8 @@ class SweepConfig:
         """The evaluation pipeline's job for the same split: both decode and score it identically."""
         return EvaluateJob(dataset=self.dataset, root=self.root, split=self.split, synthetic_videos=self.synthetic_videos,
                            model=self.model, pretrained=self.pretrained, frames=self.frames, dsl=self.dsl,
-                           batch_size=self.batch_size, cache=self.cache)
+                           video_to_text=self.video_to_text, bootstrap=self.bootstrap, batch_size=self.batch_size,
+                           cache=self.cache)
 
     @property
     def experiment(self) -> str:
@@ -216,7 +225,9 @@ def measure(encoder: VideoEncoder, data: FrameSet, sweep: SweepConfig) -> dict[s
         "peak_memory_mb": peak_memory_mb(device),
         "videos": len(data),
     }
-    for subset, directions in evaluate(encoder, data, dsl=sweep.dsl, videos=videos, batch_size=sweep.batch_size).items():
+    scored = evaluate(encoder, data, dsl=sweep.dsl, videos=videos, batch_size=sweep.batch_size,
+                      video_to_text=sweep.video_to_text, bootstrap=sweep.bootstrap)
+    for subset, directions in scored.items():
         prefix = "" if subset == "all" else f"{subset}/"
         for direction, values in directions.items():
             metrics.update({f"{prefix}{direction}/{name}": value for name, value in values.items()})
@@ -329,6 +340,17 @@ def build_parser() -> cli.ArgumentParser:
     return parser
 
 
+def title(sweep: SweepConfig, rows: list[dict]) -> str:
+    """What was swept on what: the plot's title."""
+    model = (f"{sweep.model} ({sweep.pretrained})" if sweep.model
+             else f"the model of {Path(sweep.pretrained).name}" if sweep.pretrained else "built-in centerclip-tiny")
+    videos = next((row["videos"] for row in rows if row.get("videos")), None)
+    split = f"{sweep.dataset} {sweep.split}" + (f", {videos} videos" if videos else "")
+    tuned = f", fine-tuned {sweep.finetune.steps} steps" if sweep.finetune else ""
+    return (f"Sweep '{sweep.name}': {len(rows)} token-reduction schedules of {model}{tuned}\n"
+            f"on {split} ({sweep.frames or 'model'} frames); text->video R@1 against vision GFLOPs per video")
+
+
 def parse_args(argv: list[str] | None = None) -> Path:
     parser = build_parser()
     config = Path(parser.parse_args(argv).config)
@@ -341,8 +363,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run (or resume) the sweep, then write and print its report; returns one row per trial."""
     sweep = SweepConfig.load(parse_args(argv))
     rows = report.trial_rows(run(sweep).experiment_path)
-    written = report.write(rows, sweep.experiment)
+    written = report.write(rows, sweep.experiment, title(sweep, rows))
     print(report.markdown_table(rows))
+    print(f"video->text protocol: {sweep.video_to_text}; [low, high]: 95% bootstrap intervals over queries "
+          f"({sweep.bootstrap} resamples)")
     print("\n".join(f"wrote {path}" for path in written))
     unfinished = sum(row["status"] != "TERMINATED" for row in rows)
     if unfinished:

@@ -3,6 +3,7 @@ import itertools
 import pytest
 import torch
 
+from benchmarks.bench_clustering import published_kmedoids
 from centerclip import clustering
 
 
@@ -18,9 +19,9 @@ def reference_kmedoids(points: torch.Tensor, k: int, max_iter: int = 100) -> lis
         clusters = {m: [] for m in medoids}
         for i in range(n):
             clusters[min(medoids, key=lambda m: dist[i][m])].append(i)
-        # On a tie (always the case in a two-member cluster) the current medoid stays.
-        moved = [min(members, key=lambda c: (round(sum(dist[c][j] for j in members), 9), c != m))
-                 for m, members in clusters.items()]
+        # The published rule: smallest distance sum, lowest index on ties (every two-member cluster ties).
+        moved = [min(members, key=lambda c: (round(sum(dist[c][j] for j in members), 9), c))
+                 for members in clusters.values()]
         if moved == medoids:
             break
         medoids = moved
@@ -57,6 +58,46 @@ def test_kmedoids_matches_an_independent_implementation():
             assert centres[b].tolist() == reference_kmedoids(tokens[b], k)
 
 
+def redundant(segments: int, frames: int, patches: int, dim: int, noise: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    frame = torch.randn(segments, 1, patches, dim, generator=generator)
+    return (frame + noise * torch.randn(segments, frames, patches, dim, generator=generator)).flatten(1, 2)
+
+
+@pytest.mark.parametrize("kind", ["random", "redundant", "duplicated", "grid"])
+def test_batched_kmedoids_gives_the_published_loops_medoids(kind):
+    """Ours against the benchmark's per-segment loop of the published iteration, on the paper's
+    shape (3 frames x 49 patches, K = 49) with tie-heavy inputs: exact duplicates (distance 0) and
+    integer grids (many equal distances)."""
+    generator = torch.Generator().manual_seed(7)
+    tokens = {
+        "random": lambda: torch.randn(6, 147, 64, generator=generator),
+        "redundant": lambda: redundant(6, 3, 49, 64, 0.05, seed=7),
+        "duplicated": lambda: redundant(6, 3, 49, 64, 0.0, seed=7),
+        "grid": lambda: torch.randint(0, 3, (6, 147, 4), generator=generator).float(),
+    }[kind]()
+    _, ours = clustering.kmedoids(tokens, 49)
+    assert torch.equal(ours, published_kmedoids(tokens, 49))
+
+
+def test_two_member_clusters_keep_their_lowest_index():
+    # Two far-apart pairs; KKZ seeds the larger-norm member of each (indices 3 and 1), and the
+    # published rule then moves each medoid to the lower index of its pair: an exact tie.
+    points = torch.tensor([[[10.0, 0.0], [10.5, 0.0], [-10.0, 0.0], [-10.5, 0.0]]])
+    dist = clustering.pairwise_distances(points)
+    assert clustering.kkz_init(points, dist, 2).sort(-1).values.tolist() == [[1, 3]]
+    _, centres = clustering.kmedoids(points, 2)
+    assert centres.tolist() == [[0, 2]]
+
+
+def test_distances_are_exactly_symmetric_with_a_zero_diagonal():
+    tokens = torch.randn(3, 100, 96, generator=torch.Generator().manual_seed(1)) * 30
+    for distance in ("euclidean", "cosine"):
+        dist = clustering.pairwise_distances(tokens, distance)
+        assert torch.equal(dist, dist.mT)
+        assert torch.all(dist.diagonal(dim1=1, dim2=2) == 0)
+
+
 def test_kmedoids_result_is_a_fixed_point_and_labels_match_centres():
     tokens = torch.randn(4, 60, 8, generator=torch.Generator().manual_seed(0))
     assign, centres = clustering.kmedoids(tokens, 9)
@@ -86,7 +127,7 @@ def test_kmedoids_other_distances_reach_a_fixed_point(distance, p):
     assign, centres = clustering.kmedoids(tokens, 5, distance=distance, p=p)
     dist = clustering.pairwise_distances(tokens, distance, p)
     assert torch.equal(clustering.assign_to_medoids(dist, centres), assign)
-    assert torch.equal(clustering.update_medoids(dist, assign, centres), centres)
+    assert torch.equal(clustering.update_medoids(dist, assign, 5), centres)
 
 
 def test_k_equal_to_n_keeps_every_token_even_with_duplicates():
@@ -112,6 +153,33 @@ def test_spectral_separates_well_separated_blobs(graph):
     for a, b in itertools.combinations(range(len(points)), 2):
         assert (found[a] == found[b]) == (labels[a] == labels[b])
     assert sorted(labels[centres[0]].tolist()) == [0, 1, 2, 3]
+
+
+def test_knn_graph_counts_the_token_itself_only_with_self_loops():
+    line = torch.tensor([[[0.0], [1.0], [3.0], [7.0]]])
+    sq_dist = clustering.pairwise_distances(line).square()
+    with_self = clustering.GRAPHS["knn"](sq_dist, 1.0, 2, True) > 0
+    without = clustering.GRAPHS["knn"](sq_dist, 1.0, 2, False) > 0
+    # With self-loops each token keeps itself and its nearest neighbour; 3 and 7 are each other's.
+    assert with_self[0].int().tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]]
+    # Without, its two nearest others (0 chooses 1 and 3; 7 chooses 3 and 1), kept if either end chose.
+    assert without[0].int().tolist() == [[0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 0, 1], [0, 1, 1, 0]]
+
+
+def test_spectral_schedule_options_reach_the_clustering():
+    """reduce.py passes normalize, self_loops and k = knn_per_frame x frames per segment."""
+    from centerclip.reduce import reducer_for
+    from centerclip.schedule import Schedule
+
+    generator = torch.Generator().manual_seed(0)
+    patches = torch.randn(4, 2, 20, 16, generator=generator) * torch.rand(4, 2, 20, 1, generator=generator) * 5
+    published = Schedule.parse("spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@1:1x8")
+    kept = reducer_for(published)(patches, 8)
+    tokens = patches.flatten(1, 2)
+    _, centres = clustering.spectral(tokens, 8, normalize=False, self_loops=True, graph="knn", knn=10)
+    assert torch.equal(kept, tokens.gather(1, centres[..., None].expand(-1, -1, 16)))
+    ours = reducer_for(Schedule.parse("spectral(graph=knn,knn=10)@1:1x8"))(patches, 8)
+    assert not torch.equal(kept, ours)
 
 
 def test_sparse_baselines():

@@ -4,7 +4,9 @@ import statistics
 import pytest
 import torch
 
-from centerclip.metrics import dual_softmax, ranks, retrieval_metrics, summarise
+import numpy as np
+
+from centerclip.metrics import bootstrap_intervals, dual_softmax, ranks, retrieval_metrics, summarise
 
 
 def worst_case_rank(scores: list[float], positives: set[int]) -> int:
@@ -66,3 +68,66 @@ def test_bad_inputs():
         retrieval_metrics(torch.randn(2, 4), torch.randn(3, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="differ in shape"):
         ranks(torch.zeros(2, 3), torch.zeros(3, 2, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_best_caption_video_to_text_matches_the_published_protocol_with_ties(seed):
+    """Each candidate video is scored by its best caption; the query video is ranked among
+    videos, pessimistically on ties. Reference: plain loops."""
+    rng = random.Random(seed)
+    videos, captions = 10, 41
+    caption_video = list(range(videos)) + [rng.randrange(videos) for _ in range(captions - videos)]
+    scores = [[float(rng.randrange(5)) for _ in range(videos)] for _ in range(captions)]  # [C, V], many ties
+    expected = []
+    for v in range(videos):
+        per_video = [max(scores[c][v] for c in range(captions) if caption_video[c] == u) for u in range(videos)]
+        expected.append(worst_case_rank(per_video, {v}))
+    text = torch.tensor(scores)  # with an identity "video" embedding, text @ video.T == scores
+    results = retrieval_metrics(text, torch.eye(videos), torch.tensor(caption_video), bootstrap=0)
+    assert results["video_to_text"] == pytest.approx(reference_summary(expected))
+    every = retrieval_metrics(text, torch.eye(videos), torch.tensor(caption_video), bootstrap=0,
+                              video_to_text="every-caption")
+    per_caption = [worst_case_rank([scores[c][v] for c in range(captions)],
+                                   {c for c in range(captions) if caption_video[c] == v}) for v in range(videos)]
+    assert every["video_to_text"] == pytest.approx(reference_summary(per_caption))
+    assert every["text_to_video"] == results["text_to_video"]
+
+
+def test_the_protocols_differ_on_many_captions_and_agree_on_one():
+    generator = torch.Generator().manual_seed(0)
+    video = torch.nn.functional.normalize(torch.randn(60, 16, generator=generator), dim=-1)
+    caption_video = torch.arange(60).repeat_interleave(5)
+    text = torch.nn.functional.normalize(video[caption_video] + 0.9 * torch.randn(300, 16, generator=generator), dim=-1)
+    best = retrieval_metrics(text, video, caption_video, bootstrap=0)["video_to_text"]
+    every = retrieval_metrics(text, video, caption_video, bootstrap=0, video_to_text="every-caption")["video_to_text"]
+    assert best["R@1"] == every["R@1"]  # the best caption of the top video is the top caption
+    assert best["MnR"] < every["MnR"]  # other videos' captions beyond their best no longer count
+    single = text[::5]
+    one = [retrieval_metrics(single, video, torch.arange(60), bootstrap=0, video_to_text=protocol)["video_to_text"]
+           for protocol in ("best-caption", "every-caption")]
+    assert one[0] == one[1]
+
+
+def test_bootstrap_intervals_are_seeded_bracket_the_estimate_and_match_the_binomial_width():
+    rng = np.random.default_rng(1)
+    query_ranks = torch.from_numpy(rng.geometric(0.3, size=2500))
+    point = summarise(query_ranks)
+    intervals = bootstrap_intervals(query_ranks, resamples=2000, seed=0)
+    assert intervals == bootstrap_intervals(query_ranks, resamples=2000, seed=0)
+    assert intervals != bootstrap_intervals(query_ranks, resamples=2000, seed=1)
+    for name, value in point.items():
+        assert intervals[f"{name}_low"] <= value <= intervals[f"{name}_high"], name
+    p = point["R@1"] / 100
+    binomial = 1.96 * np.sqrt(p * (1 - p) / len(query_ranks)) * 100
+    assert intervals["R@1_high"] - intervals["R@1_low"] == pytest.approx(2 * binomial, rel=0.1)
+    small = bootstrap_intervals(query_ranks[:250], resamples=2000, seed=0)
+    assert small["R@1_high"] - small["R@1_low"] > 2.5 * (intervals["R@1_high"] - intervals["R@1_low"])
+
+
+def test_metrics_carry_intervals_and_reject_an_unknown_protocol():
+    video = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(2)), dim=-1)
+    results = retrieval_metrics(video, video, torch.arange(30), dsl=True)
+    for direction in ("text_to_video", "video_to_text", "text_to_video_dsl", "video_to_text_dsl"):
+        assert {"R@1_low", "R@1_high", "MdR_low", "MdR_high", "MnR_low", "MnR_high"} <= set(results[direction])
+    with pytest.raises(ValueError, match="unknown video->text protocol 'per-video'"):
+        retrieval_metrics(video, video, torch.arange(30), video_to_text="per-video")

@@ -47,6 +47,7 @@ CHECKS = {
     ("python", "sweeps/sweep.py"): PARSE,  # minutes
     ("python", "sweeps/report.py"): PARSE,  # needs a sweep's folder
     ("python", "pipelines/serve.py"): PARSE,  # serves until stopped: tests/test_serve.py runs it
+    ("python", "benchmarks/finetune_clustering.py"): PARSE,  # an hour of training on 2 cores
     ("curl",): HTTP,
     ("ray", "job", "submit"): SUBMIT,
     ("ray",): CLUSTER,  # ray up / dashboard / get-auth-token

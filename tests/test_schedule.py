@@ -7,6 +7,7 @@ EXAMPLES = [
     "kmedoids@6:4x49",
     "kmedoids@4:6x98,8:2x49",
     "spectral(graph=knn,knn=8)@6:4x49",
+    "spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@6:4x49",
     "kmedoids(keep=mean,distance=cosine)@3:2x10",
     "kmedoids(p=1.5,max_iter=20)@6:4x49",
     "pooling@6:4x49",
@@ -38,6 +39,8 @@ def test_parsed_fields():
     ("kmedoids@8:4x49,6:2x49", "strictly increasing"),
     ("kmedoids(keep=centroid)@6:4x49", "unknown keep 'centroid'"),
     ("k medoids", "cannot parse schedule"),
+    ("spectral(normalize=maybe)@6:4x49", "normalize='maybe' is not a valid bool"),
+    ("spectral(knn_per_frame=-1)@6:4x49", "knn_per_frame >= 0"),
 ])
 def test_bad_strings_raise_value_error_naming_the_problem(text, message):
     with pytest.raises(ValueError, match=message):

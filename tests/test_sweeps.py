@@ -58,7 +58,9 @@ def test_tiny_sweep_reports_every_trial_with_csv_png_and_tensorboard(tiny_sweep)
     assert {row["status"] for row in rows} == {"TERMINATED"}
     for row in rows:
         for direction in ("text_to_video", "video_to_text"):
-            assert {f"{direction}/{name}" for name in ("R@1", "R@5", "R@10", "MdR", "MnR")} <= set(row)
+            for name in ("R@1", "R@5", "R@10", "MdR", "MnR"):
+                key = f"{direction}/{name}"
+                assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], key
         assert row["gflops_per_video"] > 0 and row["ms_per_video"] > 0 and row["peak_memory_mb"] > 0
     assert rows[0]["gflops_per_video"] > rows[1]["gflops_per_video"] == rows[2]["gflops_per_video"]
 
@@ -143,6 +145,7 @@ def test_fine_tuning_sweeps_use_random_search_and_asha(ray_session, synthetic_sm
     ({"root": "/nonexistent/msrvtt"}, "data root /nonexistent/msrvtt does not exist"),
     ({"dataset": "msrvtt", "root": None}, "`root` is required for msrvtt"),
     ({"segments": 4}, r"unknown key\(s\) \['segments'\]"),
+    ({"video_to_text": "per-video"}, "video_to_text must be one of best-caption, every-caption"),
 ])
 def test_a_bad_config_fails_before_any_trial_naming_the_problem(synthetic_small, tmp_path, change, message):
     values = {"name": "bad", "root": str(synthetic_small), "model": "centerclip-test", "frames": 4,
@@ -158,11 +161,33 @@ def test_pareto_front_keeps_what_nothing_cheaper_beats():
     assert report.pareto_front(points) == [4, 1, 5]
 
 
+def test_labels_keep_their_order_never_overlap_and_stay_at_their_points_when_there_is_room():
+    targets = [0.5, 0.2, 0.51, 0.52, 0.9, 0.2, 0.995]
+    positions = report.label_positions(targets, gap=0.05)
+    order = sorted(range(len(targets)), key=lambda i: targets[i])
+    placed = [positions[i] for i in order]
+    assert all(b - a >= 0.05 - 1e-9 for a, b in zip(placed, placed[1:]))
+    assert 0 <= min(positions) and max(positions) <= 1
+    assert positions[4] == 0.9  # nothing near it
+    crowded = report.label_positions([0.5] * 30, gap=0.05)  # cannot fit: spread evenly over the column
+    assert sorted(crowded) == pytest.approx([i / 29 for i in range(30)])
+
+
+def test_the_pareto_plot_says_what_was_swept_on_what(tmp_path):
+    config = sweep.SweepConfig(schedules=("none", "kmedoids@3:4x49"), name="default")
+    rows = [{"schedule": "none", "videos": 2500}, {"schedule": "kmedoids@3:4x49", "videos": 2500}]
+    title = sweep.title(config, rows)
+    assert "2 token-reduction schedules" in title and "built-in centerclip-tiny" in title
+    assert "synthetic test, 2500 videos" in title and "R@1" in title and "GFLOPs" in title
+
+
 def test_the_default_sweep_fits_the_built_in_model():
     default = sweep.SweepConfig.load(REPO / "sweeps" / "default.yaml")
     algorithms = {text.split("(")[0].split("@")[0] for text in default.schedules}
     assert algorithms == {"none", "kmedoids", "spectral", "pooling", "sparse"}
     assert any("sampling=random" in text for text in default.schedules)
+    assert "spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@3:4x49" in default.schedules
+    assert default.synthetic_videos == 12500 and default.video_to_text == "best-caption" and default.bootstrap > 0
     from centerclip import EncoderConfig, VideoEncoder
 
     sweep.check_schedules(default, VideoEncoder.create(EncoderConfig(frames=default.frames)))

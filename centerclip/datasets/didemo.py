@@ -2,8 +2,9 @@
 
 ``{split}_list.txt`` names the video files; ``{split}_data.json`` is a list of
 ``{"video": file name, "description": str, "times": [[s, e], ...]}`` with times in 5-second chunks
-(one pair per annotator). Each video's descriptions become one paragraph, ordered by their
-earliest annotated chunk and then by text so the order is the same on every run.
+(one pair per annotator). Each video's descriptions become one paragraph, joined in the order the
+file lists them, as the published code does: once the paragraph is cut to the text encoder's
+context, the order decides which descriptions are seen.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ def didemo(root: str | Path, split: str = "test", *, videos_dir: str | Path = "v
     data = read_json(path)
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a list of {{'video', 'description', 'times'}}")
-    moments: dict[str, list[tuple[int, str]]] = {}
+    moments: dict[str, list[str]] = {}
     for index, entry in enumerate(data):
         if not _is_moment(entry):
             raise AnnotationError(
                 f"{path}: entry {index} needs 'video' (str), 'description' (str) and 'times' ([[s, e], ...])"
             )
-        first_chunk = min(start for start, _ in entry["times"])
-        moments.setdefault(entry["video"], []).append((first_chunk, entry["description"].strip()))
+        moments.setdefault(entry["video"], []).append(entry["description"].strip())
     undescribed = [name for name in names if name not in moments]
     if undescribed:
         raise AnnotationError(f"{path}: no descriptions for {len(undescribed)} videos, e.g. {undescribed[:3]}")
@@ -43,7 +43,7 @@ def didemo(root: str | Path, split: str = "test", *, videos_dir: str | Path = "v
             {
                 "video_id": name,
                 "video_path": str(locate(videos, Path(name).stem, Path(name).suffix or ".mp4")),
-                "captions": [" ".join(text for _, text in sorted(moments[name]))],
+                "captions": [" ".join(moments[name])],
                 "split": split,
             }
             for name in names

@@ -47,6 +47,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .msrvtt import EVALUATION_VIDEOS, TRAINING_VIDEOS  # noqa: F401  (the set sizes, re-exported)
 from .msrvtt import SYNTHETIC_FILES as FILES
 from .synthetic_scenes import BACKGROUNDS, COLORS, RADII, SHAPES, SPACING, VISIBILITY, Scene, Video, plan
 
