@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ def corpus(tmp_path_factory, synthetic_small):
     (folder / "notes.mp4").write_text("this is not a video")
     truncate(folder / "long one.mp4", folder / "cut.mp4", 0.3)
     return folder
-
-
-def written_rows(db: str) -> int:
-    try:
-        return Store.open(db).count()
-    except (ValueError, FileNotFoundError):  # the driver has not created the database or the table yet
-        return 0
 
 
 def rows(db: str) -> list[dict]:
@@ -91,17 +83,31 @@ def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(r
         search_cli.main(["--db", db])  # neither a query nor a video
 
 
+# The driver, killed with SIGKILL by itself right after its third write: mid-run by construction,
+# whatever the machine's speed (a kill from outside races a fast pipeline).
+KILLED_AFTER_THREE_WRITES = """
+import os, signal, sys
+from centerclip import cli
+from pipelines import index
+write, writes = index.write, []
+def write_then_die(store, batch):
+    counts = write(store, batch)
+    writes.append(counts)
+    if len(writes) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return counts
+index.write = write_then_die
+cli.run(index.main, sys.argv[1:])
+"""
+
+
 def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, tmp_path):
     db = str(tmp_path / "db")
-    command = [sys.executable, "pipelines/index.py", str(synthetic_small / "videos"), "--db", db, *MODEL, "--batch-size", "1"]
+    command = [sys.executable, "-c", KILLED_AFTER_THREE_WRITES, str(synthetic_small / "videos"), "--db", db, *MODEL,
+               "--batch-size", "1"]
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    driver = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and driver.poll() is None and not written_rows(db):
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    killed = subprocess.run(command, cwd=Path(__file__).parents[1], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     written = Store.open(db).count()
     assert 0 < written < 20, "the driver was killed mid-run"
 
