@@ -53,7 +53,6 @@ def published_kmedoids(x: torch.Tensor, k: int, max_iter: int = 100) -> torch.Te
     all_distances = clustering.pairwise_distances(x)
     results = []
     for tokens, dist in zip(x, all_distances):
-        n = len(tokens)
         medoids = [int(tokens.norm(dim=-1).argmax())]
         while len(medoids) < k:
             to_nearest = dist[:, medoids].min(1).values

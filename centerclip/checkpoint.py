@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .cli import Drop
-from .models import BUILTIN, META, WEIGHT_SUFFIXES, WEIGHTS, check_weights, checkpoint_meta, is_pickle
+from .models import BUILTIN, META, WEIGHTS, check_weights, checkpoint_meta, is_pickle, names_a_file
 from .open_clip_registry import open_clip  # with our model names registered
 
 __all__ = ["BUILTIN", "META", "WEIGHTS", "checkpoint_meta", "create_clip", "load_state_dict", "save_checkpoint"]
@@ -114,19 +114,17 @@ def create_clip(model: str, pretrained: str | None) -> torch.nn.Module:
                          f"or centerclip-tiny")
     if pretrained is None:
         return open_clip.create_model(model)
-    if Path(pretrained).exists():
-        # open_clip warns that the model is randomly initialised: true only until the next line.
+    if names_a_file(pretrained):
+        state = load_state_dict(pretrained)  # a path that is no weights file is refused here, naming it
+        # open_clip warns that the model is randomly initialised: true only until load_weights.
         notice = Drop("Model initialized randomly")
         logging.getLogger().addFilter(notice)
         try:
             clip = open_clip.create_model(model, load_weights=False)
         finally:
             logging.getLogger().removeFilter(notice)
-        load_weights(clip, load_state_dict(pretrained), model, pretrained)
+        load_weights(clip, state, model, pretrained)
         return clip
-    if "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES):
-        raise FileNotFoundError(f"--pretrained {pretrained}: no such file or folder (weights are a .safetensors/.pt/.bin "
-                                f"file, a centerclip checkpoint folder, or an open_clip tag such as openai)")
     tag = open_clip.get_pretrained_cfg(model, pretrained)
     if not tag:
         raise ValueError(f"{pretrained!r} is neither a weights file nor a pretrained tag of {model}; "

@@ -116,13 +116,18 @@ def check_encoder(config: EncoderConfig) -> ModelShape | None:
     """Check a resolved config without building the model (no torch): the weights file is one, the
     schedule fits the model. Returns the model's shape, or None when only building it can tell
     (a model without a local JSON config, which building then checks)."""
-    if config.pretrained and (Path(config.pretrained).exists() or "/" in config.pretrained
-                              or config.pretrained.endswith(WEIGHT_SUFFIXES)):
+    if config.pretrained and names_a_file(config.pretrained):
         check_weights(config.pretrained)
     shape = model_shape(config.model)
     if shape is not None and shape.layers is not None:
         config.schedule.validate(layers=shape.layers, frames=config.frames, tokens_per_frame=shape.tokens_per_frame)
     return shape
+
+
+def names_a_file(pretrained: str) -> bool:
+    """Whether ``--pretrained`` names weights on disk (a file or checkpoint folder, there or not)
+    rather than an open_clip tag such as ``openai``."""
+    return Path(pretrained).exists() or "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES)
 
 
 def check_weights(path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from .encoder import EncoderConfig, VideoEncoder
 from .frames import center_crop
 from .listing import list_inputs
 from .store import Store, equals_filter
-from .video import Decoder, SamplingConfig, VideoDecodeError
+from .video import Decoder, SamplingConfig
 
 # Rows fetched per wanted video: a long video's moments crowd the nearest rows, and every video
 # needs only its best one.

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from lancedb.expr import col, lit
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
