@@ -131,7 +131,9 @@ class IndexConfig:
     min_rows: int = 5_000  # an exact scan of 5k x 512 takes tens of ms; of 100k, most of a second
     partition_rows: int = 4096  # rows per IVF partition at training: partitions = rows / partition_rows
     nprobes: int = 40
-    refine_factor: int = 20
+    # Rows re-ranked on the full vectors, at least ``limit``: LanceDB's refine_factor is this over
+    # the limit, so a search that oversamples (grouping rows into videos) does not re-rank 20x more.
+    refine_rows: int = 200
     rebuild_growth: float = 2.0  # retrain when partitions have grown this much past partition_rows
 
 
@@ -375,7 +377,7 @@ class Store:
         if vector.shape[0] != self.dim:
             raise ValueError(f"query vector has {vector.shape[0]} dims, the table {self.dim}")
         query = (self.videos.search(vector, vector_column_name="vector").distance_type("cosine")
-                 .nprobes(self.index.nprobes).refine_factor(self.index.refine_factor).limit(limit)
+                 .nprobes(self.index.nprobes).refine_factor(-(-self.index.refine_rows // limit)).limit(limit)
                  .select(["id", "video_id", "kind", "uri", "start", "end", "metadata", "_distance"]))
         if where is not None:
             query = query.where(where)

@@ -3,10 +3,10 @@
     python pipelines/serve.py --db centerclip.lancedb            # then open http://127.0.0.1:8000/
     serve run pipelines.serve:build db=centerclip.lancedb          # the same app under Ray Serve's CLI
 
-Two deployments: ``QueryEncoder`` holds the text tower (GPU when the cluster has one) and batches
-concurrent queries; ``SearchService`` serves the API and the page (centerclip.web) and opens the
-store once per replica, re-reading it every ``--refresh`` seconds so rows an indexer writes show
-up. Both autoscale between --min-replicas and --max-replicas. The server binds 127.0.0.1; another
+One deployment, ``SearchService``: each replica holds the text tower (GPU when the cluster has one),
+encodes concurrent queries as one batch, serves the API and the page (centerclip.web) and opens
+the store once, re-reading it every ``--refresh`` seconds so rows an indexer writes show up.
+Replicas autoscale between --min-replicas and --max-replicas. The server binds 127.0.0.1; another
 --host needs a token (--token, or CENTERCLIP_TOKEN), checked on every request.
 """
 
@@ -23,7 +23,6 @@ import numpy as np
 import ray
 import torch
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.encoder import DEFAULT_MODEL
@@ -43,8 +42,8 @@ class ServeConfig:
     refresh: float = 1.0  # seconds between checks for rows other processes wrote
     min_replicas: int = 1
     max_replicas: int = 2
-    cpus: float = 0.5  # per replica of each deployment
-    encoder_gpus: float | None = None  # per encoder replica; None: 0.25 where the cluster has GPUs
+    cpus: float = 0.5  # per replica
+    gpus: float | None = None  # per replica; None: 0.25 where the cluster has GPUs
     name: str = "centerclip"  # the Serve application's name
 
     def __post_init__(self):
@@ -55,53 +54,43 @@ class ServeConfig:
 
 
 @serve.deployment(max_ongoing_requests=64)
-class QueryEncoder:
-    """Text queries -> L2-normalised vectors; concurrent queries are encoded as one batch."""
-
-    def __init__(self, model: str | None, pretrained: str | None, dim: int):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoder = VideoEncoder.create(EncoderConfig(model=model, pretrained=pretrained)).eval().to(self.device)
-        if self.encoder.embed_dim != dim:
-            raise ValueError(f"{self.encoder.model_name} embeds into {self.encoder.embed_dim} dims but the table "
-                             f"holds {dim}-d vectors: serve with the model that indexed it (--model, --pretrained)")
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def __call__(self, queries: list[str]) -> list[np.ndarray]:
-        with torch.inference_mode():
-            return list(self.encoder.encode_text(queries).float().cpu().numpy())
-
-
-@serve.deployment(max_ongoing_requests=64)
 @serve.ingress()
 class SearchService:
-    """The HTTP API and the page (centerclip.web.app) over one store, opened once per replica."""
+    """The HTTP API and the page (centerclip.web.app) over one store, with the text tower in the
+    same replica: encoding a query takes about a millisecond on a CPU, less than a hop to another
+    deployment would cost."""
 
-    def __init__(self, encoder: DeploymentHandle, db: str, table: str, refresh: float, token: str | None):
+    def __init__(self, db: str, table: str, refresh: float, token: str | None, model: str | None, pretrained: str | None):
         self.store = Store.open(db, table=table, read_consistency=timedelta(seconds=refresh))
-        self.encoder = encoder
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder = VideoEncoder.create(EncoderConfig(model=model, pretrained=pretrained)).eval().to(self.device)
+        if self.encoder.embed_dim != self.store.dim:
+            raise ValueError(f"{self.encoder.model_name} embeds into {self.encoder.embed_dim} dims but the table "
+                             f"holds {self.store.dim}-d vectors: serve with the model that indexed it (--model, --pretrained)")
         self.token = token
 
-    async def embed(self, query: str) -> np.ndarray:
-        return await self.encoder.remote(query)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
+    async def embed(self, queries: list[str]) -> list[np.ndarray]:
+        """Queries that arrive together are encoded as one batch (what a GPU replica wants)."""
+        with torch.inference_mode():
+            return list(self.encoder.encode_text(queries).float().cpu().numpy())
 
     def __serve_build_asgi_app__(self):
         return create_app(self.store, self.embed, token=self.token)
 
 
 def application(config: ServeConfig) -> serve.Application:
-    """The two deployments, bound to a config; the table must exist (its vector size is checked
-    against the model's when the encoder starts)."""
-    dim = Store.open(config.db, table=config.table).dim
-    gpus = config.encoder_gpus
+    """The deployment, bound to a config; the table must exist (its vector size is checked against
+    the model's when a replica starts)."""
+    gpus = config.gpus
     if gpus is None:
         gpus = 0.25 if ray.is_initialized() and ray.cluster_resources().get("GPU") else 0.0
     scaling = {"min_replicas": config.min_replicas, "max_replicas": config.max_replicas,
                "initial_replicas": config.min_replicas, "target_ongoing_requests": 8}
-    encoder = QueryEncoder.options(autoscaling_config=scaling,
-                                   ray_actor_options={"num_cpus": config.cpus, "num_gpus": gpus})
-    service = SearchService.options(autoscaling_config=scaling, ray_actor_options={"num_cpus": config.cpus})
-    return service.bind(encoder.bind(config.model, config.pretrained, dim), config.db, config.table,
-                        config.refresh, token_from_env(config.token))
+    service = SearchService.options(autoscaling_config=scaling,
+                                    ray_actor_options={"num_cpus": config.cpus, "num_gpus": gpus})
+    return service.bind(config.db, config.table, config.refresh, token_from_env(config.token),
+                        config.model, config.pretrained)
 
 
 def build(args: dict[str, Any]) -> serve.Application:
@@ -144,10 +133,10 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--model", help=f"open_clip model the table was indexed with (default: the built-in {DEFAULT_MODEL})")
     parser.add_argument("--pretrained", help="weights of that model: open_clip tag, file or centerclip checkpoint")
     parser.add_argument("--refresh", type=float, default=1.0, help="seconds between checks for newly indexed rows (default: %(default)s)")
-    parser.add_argument("--min-replicas", type=int, default=1, help="replicas of each deployment at least (default: %(default)s)")
-    parser.add_argument("--max-replicas", type=int, default=2, help="replicas of each deployment at most (default: %(default)s)")
+    parser.add_argument("--min-replicas", type=int, default=1, help="replicas at least (default: %(default)s)")
+    parser.add_argument("--max-replicas", type=int, default=2, help="replicas at most (default: %(default)s)")
     parser.add_argument("--cpus", type=float, default=0.5, help="CPUs per replica (default: %(default)s)")
-    parser.add_argument("--encoder-gpus", type=float, help="GPUs per encoder replica (default: 0.25 where the cluster has GPUs)")
+    parser.add_argument("--gpus", type=float, help="GPUs per replica, for the text tower (default: 0.25 where the cluster has GPUs)")
     return parser
 
 

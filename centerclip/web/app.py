@@ -1,5 +1,5 @@
 """The search service's HTTP API and page, as an ASGI app with no Ray in it: pipelines/serve.py
-runs it in a Ray Serve deployment and embeds queries in another (``embed``).
+runs it in a Ray Serve deployment, which embeds queries (``embed``) in the same replica.
 
 Requests name rows by id only (32 hex digits); files and thumbnails are looked up in the table,
 so no request can name a path. Without a token the app answers loopback clients only; with one,
