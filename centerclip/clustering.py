@@ -177,7 +177,8 @@ def spectral(
 
     With ``normalize`` the tokens are L2-normalised first, so ``sigma`` is measured on the unit
     sphere and does not depend on the scale of the transformer's residual stream. The published
-    variant clusters raw tokens (``normalize=False``) on a graph that keeps ``self_loops``."""
+    variant clusters raw tokens (``normalize=False``) on a ``knn`` graph that keeps ``self_loops``;
+    it is a Schedule's default (with k = 5 x frames per segment), these keyword defaults are ours."""
     _check_input(x, k)
     if graph not in GRAPHS:
         raise ValueError(f"unknown spectral graph {graph!r}: choose one of {sorted(GRAPHS)}")

@@ -167,18 +167,23 @@ def test_knn_graph_counts_the_token_itself_only_with_self_loops():
 
 
 def test_spectral_schedule_options_reach_the_clustering():
-    """reduce.py passes normalize, self_loops and k = knn_per_frame x frames per segment."""
+    """reduce.py passes normalize, self_loops and k = knn_per_frame x frames per segment; a bare
+    spectral schedule is the published variant, ours differs."""
     from centerclip.reduce import reducer_for
     from centerclip.schedule import Schedule
 
     generator = torch.Generator().manual_seed(0)
     patches = torch.randn(4, 2, 20, 16, generator=generator) * torch.rand(4, 2, 20, 1, generator=generator) * 5
+    bare = reducer_for(Schedule.parse("spectral@1:1x8"))(patches, 8)
     published = Schedule.parse("spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@1:1x8")
     kept = reducer_for(published)(patches, 8)
     tokens = patches.flatten(1, 2)
     _, centres = clustering.spectral(tokens, 8, normalize=False, self_loops=True, graph="knn", knn=10)
     assert torch.equal(kept, tokens.gather(1, centres[..., None].expand(-1, -1, 16)))
-    ours = reducer_for(Schedule.parse("spectral(graph=knn,knn=10)@1:1x8"))(patches, 8)
+    assert torch.equal(bare, kept)
+    ours = reducer_for(Schedule.parse("spectral(normalize=true,self_loops=false,graph=heat)@1:1x8"))(patches, 8)
+    _, centres = clustering.spectral(tokens, 8, normalize=True, self_loops=False, graph="heat")
+    assert torch.equal(ours, tokens.gather(1, centres[..., None].expand(-1, -1, 16)))
     assert not torch.equal(kept, ours)
 
 

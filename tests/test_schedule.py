@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from centerclip import Schedule, Stage
@@ -6,8 +9,10 @@ EXAMPLES = [
     "none",
     "kmedoids@6:4x49",
     "kmedoids@4:6x98,8:2x49",
-    "spectral(graph=knn,knn=8)@6:4x49",
-    "spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@6:4x49",
+    "spectral@6:4x49",
+    "spectral(normalize=true,self_loops=false,graph=heat)@6:4x49",
+    "spectral(normalize=true,self_loops=false,knn=8,knn_per_frame=0)@6:4x49",
+    "spectral(sigma=0.5,knn_per_frame=3)@6:4x49",
     "kmedoids(keep=mean,distance=cosine)@3:2x10",
     "kmedoids(p=1.5,max_iter=20)@6:4x49",
     "pooling@6:4x49",
@@ -21,6 +26,41 @@ def test_string_form_round_trips(text):
     assert str(schedule) == text
     assert Schedule.parse(str(schedule)) == schedule
     assert Schedule.from_dict(schedule.to_dict()) == schedule
+
+
+def test_bare_spectral_is_the_published_variant():
+    bare = Schedule.parse("spectral@6:4x49")
+    assert (bare.normalize, bare.self_loops, bare.graph, bare.knn_per_frame) == (False, True, "knn", 5)
+    published = Schedule.parse("spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@6:4x49")
+    assert published == bare and str(published) == "spectral@6:4x49"
+
+
+def test_ours_is_spelled_out_and_kept_through_dicts():
+    ours = Schedule.parse("spectral(normalize=true,self_loops=false,graph=heat)@6:4x49")
+    assert (ours.normalize, ours.self_loops, ours.graph) == (True, False, "heat")
+    assert ours != Schedule.parse("spectral@6:4x49")
+    values = ours.to_dict()
+    assert (values["normalize"], values["self_loops"], values["graph"]) == (True, False, "heat")
+    assert Schedule.from_dict(values) == ours
+    # A dict read from JSON or YAML may carry its values as strings.
+    assert Schedule.from_dict({**values, "normalize": "true", "self_loops": "false", "stages": [[6, 4, 49]]}) == ours
+
+
+@pytest.mark.parametrize("text", ["none", "kmedoids@6:4x49", "pooling@6:4x49", "sparse@6:4x49"])
+def test_other_algorithms_keep_their_defaults(text):
+    schedule = Schedule.parse(text)
+    assert str(schedule) == text
+    assert (schedule.keep, schedule.distance, schedule.p, schedule.max_iter) == ("medoid", "euclidean", 2.0, 100)
+    assert (schedule.sampling, schedule.seed) == ("uniform", 0)
+
+
+def test_every_schedule_in_the_readme_table_is_written_as_printed():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Schedules\n", 1)[1].split("\n## ", 1)[0]
+    strings = re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE)
+    assert "spectral@6:4x49" in strings and len(strings) >= 8
+    for text in strings:
+        assert str(Schedule.parse(text)) == text
 
 
 def test_parsed_fields():
@@ -41,6 +81,7 @@ def test_parsed_fields():
     ("k medoids", "cannot parse schedule"),
     ("spectral(normalize=maybe)@6:4x49", "normalize='maybe' is not a valid bool"),
     ("spectral(knn_per_frame=-1)@6:4x49", "knn_per_frame >= 0"),
+    ("spectral(knn=8)@6:4x49", "knn=8 has no effect while knn_per_frame=5 .* add knn_per_frame=0"),
 ])
 def test_bad_strings_raise_value_error_naming_the_problem(text, message):
     with pytest.raises(ValueError, match=message):
