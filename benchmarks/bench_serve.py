@@ -1,13 +1,13 @@
 """End-to-end /api/search latency and throughput of the Ray Serve app (pipelines/serve.py).
 
 A table of ``--rows`` synthetic rows (random unit vectors of the built-in model's size, grouped
-into videos of 1 + 3 moments) is written and ANN-indexed once; then for 1 and 2 replicas of each
-deployment: one client issuing queries back to back (p50/p95 latency), and ``--clients``
+into videos of 1 + 3 moments) is written and ANN-indexed once; then for 1 and 2 replicas of the
+service: one client issuing queries back to back (p50/p95 latency), and ``--clients``
 concurrent clients (queries/s, p50/p95). Every query is a different caption, so nothing is served
 from a cache. Baseline in the same run: the same searches in-process (Searcher: encode + ANN +
 grouping, no HTTP, no Serve), so the ratio is what serving adds.
 
-    python benchmarks/bench_serve.py                       # 100k rows, 200 queries per setting
+    python benchmarks/bench_serve.py                       # 100k rows, 400 queries per setting
     python benchmarks/bench_serve.py --rows 20000 --queries 40     # a quick check
 """
 
@@ -88,20 +88,27 @@ def one_client(port: int, texts: list[str]) -> list[float]:
     return [client.search(text) for text in texts]
 
 
-def many_clients(port: int, texts: list[str], clients: int) -> tuple[list[float], float]:
+def many_clients(port: int, texts: list[str], clients: int, warm: list[str]) -> tuple[list[float], float]:
+    """Every client connects and sends two warm-up queries (so every replica is warm), then all
+    start together; queries/s over the timed part."""
     latencies: list[float] = []
     lock = threading.Lock()
+    ready = threading.Barrier(clients + 1)
 
     def work(share: list[str]) -> None:
         client = Client(port)
+        for text in warm[:2]:
+            client.search(text)
+        ready.wait()
         mine = [client.search(text) for text in share]
         with lock:
             latencies.extend(mine)
 
     threads = [threading.Thread(target=work, args=(texts[i::clients],)) for i in range(clients)]
-    began = time.perf_counter()
     for thread in threads:
         thread.start()
+    ready.wait()
+    began = time.perf_counter()
     for thread in threads:
         thread.join()
     return latencies, len(texts) / (time.perf_counter() - began)
@@ -114,7 +121,7 @@ def ms(values: list[float], quantile: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=200, help="queries per setting (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=400, help="queries per setting (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
@@ -152,7 +159,7 @@ def main() -> None:
             start(ServeConfig(db=folder, port=port, min_replicas=replicas, max_replicas=replicas,
                               cpus=min(0.5, os.cpu_count() / (2 * replicas))))
             single = one_client(port, texts[:args.queries])
-            together, rate = many_clients(port, texts[args.queries:], args.clients)
+            together, rate = many_clients(port, texts[args.queries:], args.clients, texts)
             print(f"| {replicas} | {ms(single, 0.5):.1f} / {ms(single, 0.95):.1f} ms | "
                   f"{statistics.median(single) / statistics.median(inline):.2f}x | {rate:.1f} | "
                   f"{ms(together, 0.5):.1f} / {ms(together, 0.95):.1f} ms |", flush=True)
