@@ -26,6 +26,7 @@ from ray import serve
 
 from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.encoder import DEFAULT_MODEL
+from centerclip.models import check_encoder
 from centerclip.store import Store
 from centerclip.web.app import TOKEN_ENV, create_app, is_loopback, token_from_env
 
@@ -53,6 +54,11 @@ class ServeConfig:
             raise ValueError("refresh and cpus must not be negative")
 
 
+def dimension_mismatch(model: str, model_dim: int, table_dim: int) -> str:
+    return (f"{model} embeds into {model_dim} dims but the table holds {table_dim}-d vectors: "
+            f"serve with the model that indexed it (--model, --pretrained)")
+
+
 @serve.deployment(max_ongoing_requests=64)
 @serve.ingress()
 class SearchService:
@@ -65,8 +71,7 @@ class SearchService:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder = VideoEncoder.create(EncoderConfig(model=model, pretrained=pretrained)).eval().to(self.device)
         if self.encoder.embed_dim != self.store.dim:
-            raise ValueError(f"{self.encoder.model_name} embeds into {self.encoder.embed_dim} dims but the table "
-                             f"holds {self.store.dim}-d vectors: serve with the model that indexed it (--model, --pretrained)")
+            raise ValueError(dimension_mismatch(self.encoder.model_name, self.encoder.embed_dim, self.store.dim))
         self.token = token
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
@@ -113,7 +118,10 @@ def start(config: ServeConfig) -> str:
     if not is_loopback(config.host) and not token_from_env(config.token):
         raise ValueError(f"binding {config.host} exposes the index beyond this machine: set a token with --token "
                          f"or {TOKEN_ENV}, or keep --host 127.0.0.1 and use an SSH tunnel")
-    Store.open(config.db, table=config.table)  # a missing table fails here, before Ray starts
+    store = Store.open(config.db, table=config.table)  # a missing table fails here, before Ray starts
+    shape = check_encoder(EncoderConfig(model=config.model, pretrained=config.pretrained).resolved())
+    if shape is not None and shape.embed_dim != store.dim:
+        raise ValueError(dimension_mismatch(config.model or DEFAULT_MODEL, shape.embed_dim, store.dim))
     if not ray.is_initialized():
         ray.init(logging_level="WARNING")
     app = application(config)

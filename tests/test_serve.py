@@ -223,6 +223,15 @@ def test_other_addresses_need_a_token(service, capsys, monkeypatch):
     assert exit_info.value.code == 2 and "token" in capsys.readouterr().err
 
 
+def test_a_table_of_another_model_is_refused_before_serving(tmp_path, capsys):
+    Store.open(str(tmp_path / "db"), dim=32)  # the built-in model embeds into 128 dims
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(serve_pipeline.main, ["--db", str(tmp_path / "db"), "--port", str(free_port())])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "embeds into 128 dims but the table holds 32-d vectors" in error
+    assert len(error.strip().splitlines()) == 1
+
+
 def test_the_token_is_checked_on_every_request(service):
     """The same app on a real uvicorn server (no Ray in between), with a token."""
     import uvicorn
