@@ -1,7 +1,8 @@
 """The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
 can run them (pipelines/index.py) and tests can call them directly.
 
-listing (centerclip.listing) -> DecodeVideos (CPU, centerclip.decode_stage) -> EncodeClips (GPU when present) -> Store.upsert
+listing (centerclip.listing) -> DecodeVideos (CPU, centerclip.decode_stage) -> EncodeClips (GPU when present,
+centerclip.encode_stage) -> Store.upsert
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
 video and, for long videos, its moments), so every batch the writer sees holds whole videos and a
@@ -11,18 +12,11 @@ the stage it failed at, and ends in the errors table instead.
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from .decode_stage import DecodeVideos, MomentConfig
+from .encode_stage import EncodeClips, EncodeSettings
 from .listing import Source
-from .models import EncoderConfig
-from .store import moment_key
 
 __all__ = ["DecodeVideos", "EncodeClips", "EncodeSettings", "MomentConfig", "sources_batch"]
 
@@ -31,90 +25,3 @@ def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
     return {"uri": np.array([s.uri for s in sources], dtype=object),
             "key": np.array([s.key for s in sources], dtype=object),
             "metadata": np.array([s.metadata for s in sources], dtype=object)}
-
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    clips_per_forward: int = 32
-    threads: int | None = None  # CPU threads of one actor; None leaves torch's default
-    # On CPU, run ``threads`` single-threaded forwards side by side instead of one forward on
-    # ``threads`` threads: torch's intra-op threads wait for each other at every operator, spinning,
-    # so a decoder taking a core stalls them all; independent forwards just share the cores.
-    parallel_forwards: bool = True
-
-
-class EncodeClips:
-    """Encoder stage: the model is loaded once per actor (fp16 on a GPU). Emits one row per clip
-    (id, video_id, kind, uri, start, end, vector, model, schedule, metadata, thumbnail) plus the videos that
-    failed, as rows with an error and no clip."""
-
-    def __init__(self, *, settings: EncodeSettings):
-        import torch  # here, not at the top: the driver and the decoding processes never load torch
-
-        from .encoder import VideoEncoder
-
-        self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.forwards = settings.threads if settings.parallel_forwards and settings.threads and self.device.type == "cpu" else 1
-        if settings.threads:
-            torch.set_num_threads(1 if self.forwards > 1 else settings.threads)
-        self.pool = ThreadPoolExecutor(self.forwards, thread_name_prefix="forward") if self.forwards > 1 else None
-        self.encoder = VideoEncoder.create(settings.encoder).eval().to(self.device)
-        if self.device.type == "cuda":
-            self.encoder = self.encoder.half()
-        self.settings = settings
-        self.model = self.encoder.model_name if self.encoder.pretrained is None else \
-            f"{self.encoder.model_name}:{Path(self.encoder.pretrained).name}"
-
-    def forward(self, frames: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():  # per thread: inference mode is thread-local
-            chunk = self.torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-            return self.encoder.encode_video(self.encoder.preprocess(chunk)).float().cpu().numpy()
-
-    def embed(self, frames: np.ndarray) -> np.ndarray:
-        if not len(frames):
-            return np.zeros((0, self.encoder.embed_dim), np.float32)
-        size = min(self.settings.clips_per_forward, -(-len(frames) // self.forwards))  # equal shares for the threads
-        chunks = [frames[begin:begin + size] for begin in range(0, len(frames), size)]
-        return np.concatenate(list(self.pool.map(self.forward, chunks)) if self.pool else [self.forward(chunk) for chunk in chunks])
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        errors = list(batch["error"])
-        stages = ["decode" if error else "" for error in errors]
-        good = [i for i, error in enumerate(errors) if not error]
-        vectors = np.zeros((0, self.encoder.embed_dim), np.float32)
-        if good:
-            try:
-                vectors = self.embed(np.concatenate([batch["frames"][i] for i in good]))
-            except (RuntimeError, ValueError) as failure:  # e.g. out of memory: these videos fail, the job goes on
-                for i in good:
-                    errors[i], stages[i] = f"cannot encode: {failure}", "encode"
-                good, vectors = [], vectors[:0]
-        rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "thumbnail",
-                                                       "error", "stage")}
-
-        def add(**values: Any) -> None:
-            for name, value in values.items():
-                rows[name].append(value)
-
-        for i in good:
-            key = batch["key"][i]
-            for start, end, jpeg in zip(json.loads(batch["starts"][i]), json.loads(batch["ends"][i]), batch["thumbnails"][i]):
-                add(id=key if start is None else moment_key(key, start, end), video_id=key,
-                    kind="video" if start is None else "moment", uri=batch["uri"][i], start=start, end=end,
-                    metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="")
-        failed = [i for i, error in enumerate(errors) if error]
-        for i in failed:
-            add(id=batch["key"][i], video_id=batch["key"][i], kind="video", uri=batch["uri"][i], start=None, end=None,
-                metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i])
-        count = len(rows["id"])
-        return {
-            **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end")},
-            # NaN stands for "whole video" here: Ray Data columns need one dtype; the writer maps it to null.
-            "start": np.array([np.nan if v is None else v for v in rows["start"]], dtype=np.float64),
-            "end": np.array([np.nan if v is None else v for v in rows["end"]], dtype=np.float64),
-            "vector": np.concatenate([vectors, np.zeros((len(failed), vectors.shape[1]), np.float32)]).reshape(count, -1),
-            "model": np.array([self.model] * count, dtype=object),
-            "schedule": np.array([str(self.encoder.schedule)] * count, dtype=object),
-        }

@@ -33,7 +33,10 @@ def _selecting(cluster: Callable[..., tuple[torch.Tensor, torch.Tensor]], keep: 
     """``per_segment(frames per segment)`` gives the options that depend on the segment's length."""
     def reduce(patches: torch.Tensor, k: int) -> torch.Tensor:
         tokens = patches.flatten(1, 2)  # the segment's frames side by side, in temporal order
-        assign, centres = cluster(tokens, k, **options, **per_segment(patches.shape[1]))
+        # Distances in float32 even where the model runs under autocast: bfloat16 rounding
+        # would change which tokens are medoids.
+        with torch.autocast(tokens.device.type, enabled=False):
+            assign, centres = cluster(tokens, k, **options, **per_segment(patches.shape[1]))
         if keep == "mean":
             return _cluster_means(tokens, assign, k)
         return _gather(tokens, centres)

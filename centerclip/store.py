@@ -9,10 +9,8 @@ writers cannot duplicate a row (without it they do: lancedb/lancedb#2463).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,11 +24,12 @@ import pyarrow.compute as pc
 from lancedb.expr import Expr, col, lit
 from lancedb.index import IvfRq
 
+from .keys import KEY_PATTERN, check_keys, moment_key, video_key  # noqa: F401 (the store's API)
+
 KINDS = ("video", "moment")
 ERROR_STAGES = ("probe", "decode", "encode", "write")
 # Columns a search may filter on by exact value; anything else is refused before a query is built.
 FILTERABLE = ("kind", "uri", "video_id", "model", "schedule")
-KEY_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 _PRIMARY_KEY = {"lance-schema:unenforced-primary-key:position": "1"}
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -65,30 +64,6 @@ def embeddings_schema(dim: int) -> pa.Schema:
         pa.field("indexed_at", _TIMESTAMP, nullable=False),
         THUMBNAIL,
     ])
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:32]
-
-
-def video_key(uri: str, size: int, mtime_ns: int) -> str:
-    """A video's id: changes when the file at ``uri`` is replaced or rewritten."""
-    return _digest("video", uri, int(size), int(mtime_ns))
-
-
-def moment_key(video_key: str, start: float, end: float) -> str:
-    """A moment's id, from its video's id and its time range rounded to milliseconds."""
-    check_keys([video_key])
-    return _digest("moment", video_key, f"{start:.3f}", f"{end:.3f}")
-
-
-def check_keys(keys: Iterable[str]) -> list[str]:
-    """Keys are our own hex digests; anything else is refused before it reaches a filter."""
-    keys = list(keys)
-    bad = [key for key in keys if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key)]
-    if bad:
-        raise ValueError(f"not a key (32 lowercase hex digits): {bad[0]!r}")
-    return keys
 
 
 def equals_filter(values: Mapping[str, str | Iterable[str]]) -> Expr | None:
