@@ -7,7 +7,7 @@ background so that the encoder cannot skip the frames. Decoding is the indexer's
 (``Decoder.sample_video`` in its isolated worker: 12 frames at 224 px for the whole video plus,
 for videos of 20 s and more, 12 per 10 s moment) pinned to one core. Encoding is ViT-B-32 with
 random weights (timing only: weights do not change the cost) at 12 frames of 224 px, schedule
-``none`` and ``kmedoids@6:4x49``, fp32 on CPU (all cores, one single-threaded forward per core as
+``none`` and ``kmedoids@6:4x49``, on CPU in bfloat16 where the CPU computes it natively, else fp32 (all cores, one single-threaded forward per core as
 the indexer runs it) or fp16 on a GPU with ``--device cuda``.
 
 Each CPU figure is given twice: by the wall clock, and per CPU-second actually used (the decode
@@ -138,7 +138,12 @@ def main() -> None:
     encode = {}
     for schedule in ("none", "kmedoids@6:4x49"):
         encode[schedule] = encode_rate(schedule, args.device, videos, args.repeats)
-        where = "fp16 on the GPU" if args.device == "cuda" else f"fp32 on {len(os.sched_getaffinity(0))} CPU cores"
+        import torch
+
+        from centerclip.encode_stage import cpu_has_bfloat16
+
+        precision = "bfloat16" if cpu_has_bfloat16(torch) else "fp32"
+        where = "fp16 on the GPU" if args.device == "cuda" else f"{precision} on {len(os.sched_getaffinity(0))} CPU cores"
         wall, per_cpu = encode[schedule]
         print(f"encode ViT-B-32 (random weights), {schedule}, {where}: {wall:.2f} clips/s by the wall clock"
               + ("" if args.device == "cuda" else f", {per_cpu:.2f} clips per CPU-second") + f" ({videos} clips per call)")

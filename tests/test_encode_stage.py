@@ -42,7 +42,7 @@ def test_the_encoder_stage_loads_neither_lancedb_nor_a_video_decoder():
     assert loaded == "[]"
 
 
-def test_fp32_flag_turns_reduced_precision_off():
+def test_fp32_flag_turns_reduced_precision_off(tmp_path):
     from pipelines.index import parse_args
 
-    assert parse_args(["--fp32", "videos/"])[0].fp32 and not parse_args(["videos/"])[0].fp32
+    assert parse_args(["--fp32", str(tmp_path)])[0].fp32 and not parse_args([str(tmp_path)])[0].fp32

@@ -104,7 +104,7 @@ cli.run(index.main, sys.argv[1:])
 def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, tmp_path):
     db = str(tmp_path / "db")
     command = [sys.executable, "-c", KILLED_AFTER_THREE_WRITES, str(synthetic_small / "videos"), "--db", db, *MODEL,
-               "--batch-size", "1"]
+               "--batch-size", "1", "--decode-batch-size", "1"]  # one video per write
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     killed = subprocess.run(command, cwd=Path(__file__).parents[1], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
