@@ -63,7 +63,7 @@ class IndexJob:
     schedule: str | None = None  # default: the model's own
     frames: int | None = None
     batch_size: int = 16  # videos per encoder call
-    decode_batch_size: int = 16  # videos per decoder call: amortises Ray Data's per-task cost (4 -> 16: 10% less CPU per video)
+    decode_batch_size: int = 16  # videos per decoder call: amortises Ray Data's per-task cost (bench_index.py: 4 -> 16 saved 4-10% of the CPU per video)
     decoders: int | None = None  # None: a pool of 1 and up that grows with the cluster's CPUs
     decoder_cpus: float = 0.5  # decoding 8-16 small frames is light next to encoding them
     encoders: int | None = None  # None: 1 and up, one per GPU the cluster has or adds; on CPUs, what fits
@@ -253,7 +253,7 @@ def run(job: IndexJob, progress=None) -> dict:
         own_ray = not ray.is_initialized()
         if own_ray:
             # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
-            # dashboard (about 250 MB; `ray start --head` first for a local Ray with one).
+            # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
             ray.init(include_dashboard=False)
         sizes = pools(job, ray.cluster_resources())
         sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
