@@ -84,9 +84,19 @@ class SearchService:
         return create_app(self.store, self.embed, token=self.token)
 
 
+def check_table(config: ServeConfig) -> None:
+    """The table exists and holds vectors of the model's size (told by its JSON config, without
+    torch; a model without one is checked when a replica builds it)."""
+    store = Store.open(config.db, table=config.table)
+    shape = check_encoder(EncoderConfig(model=config.model, pretrained=config.pretrained).resolved())
+    if shape is not None and shape.embed_dim != store.dim:
+        raise ValueError(dimension_mismatch(config.model or DEFAULT_MODEL, shape.embed_dim, store.dim))
+
+
 def application(config: ServeConfig) -> serve.Application:
-    """The deployment, bound to a config; the table must exist (its vector size is checked against
-    the model's when a replica starts)."""
+    """The deployment, bound to a config, for ``start`` and for ``serve run`` / ``serve deploy``
+    (``build``): a missing table or one of another model's vector size is refused here."""
+    check_table(config)
     gpus = config.gpus
     if gpus is None:
         gpus = 0.25 if ray.is_initialized() and ray.cluster_resources().get("GPU") else 0.0
@@ -118,10 +128,7 @@ def start(config: ServeConfig) -> str:
     if not is_loopback(config.host) and not token_from_env(config.token):
         raise ValueError(f"binding {config.host} exposes the index beyond this machine: set a token with --token "
                          f"or {TOKEN_ENV}, or keep --host 127.0.0.1 and use an SSH tunnel")
-    store = Store.open(config.db, table=config.table)  # a missing table fails here, before Ray starts
-    shape = check_encoder(EncoderConfig(model=config.model, pretrained=config.pretrained).resolved())
-    if shape is not None and shape.embed_dim != store.dim:
-        raise ValueError(dimension_mismatch(config.model or DEFAULT_MODEL, shape.embed_dim, store.dim))
+    check_table(config)  # before Ray starts
     if not ray.is_initialized():
         ray.init(logging_level="WARNING")
     app = application(config)

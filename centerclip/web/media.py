@@ -17,7 +17,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 class RangeNotSatisfiable(ValueError):
-    pass
+    """A Range header none of whose bytes are in the file (answered 416)."""
 
 
 @dataclass(frozen=True)
