@@ -230,6 +230,8 @@ def test_a_table_of_another_model_is_refused_before_serving(tmp_path, capsys):
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "embeds into 128 dims but the table holds 32-d vectors" in error
     assert len(error.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="embeds into 128 dims"):  # serve run / serve deploy refuse it too
+        serve_pipeline.build({"db": str(tmp_path / "db")})
 
 
 def test_the_token_is_checked_on_every_request(service):
