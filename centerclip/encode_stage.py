@@ -19,15 +19,18 @@ from .models import EncoderConfig
 @dataclass(frozen=True)
 class EncodeSettings:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    clips_per_forward: int = 16
+    # None: 4 on a CPU (as fast per clip as 16 there, and 75 MiB less memory in the default job's
+    # encoder actor); 256 on a GPU, which wants large forwards (long videos bring 13+ clips each).
+    clips_per_forward: int | None = None
     threads: int | None = None  # CPU threads of one actor; None leaves torch's default
     # On CPU, run ``threads`` single-threaded forwards side by side instead of one forward on
     # ``threads`` threads: torch's intra-op threads wait for each other at every operator, spinning,
     # so a decoder taking a core stalls them all; independent forwards just share the cores.
     parallel_forwards: bool = True
-    # fp16 on a GPU; bfloat16 autocast on a CPU that computes it natively (AVX512-BF16, AMX):
-    # about a quarter less CPU per video, embeddings within cosine 0.99999 of float32's.
-    # False: float32 everywhere.
+    # fp16 on a GPU; bfloat16 weights on a CPU that computes it natively (AVX512-BF16, AMX): about
+    # half the CPU per video (bench_sizing.py), clustering distances still in float32. Not
+    # autocast: it takes torch's attention off its fused path and cost ViT-B-32 40% more than
+    # float32. False: float32 everywhere.
     reduced_precision: bool = True
 
 
@@ -53,23 +56,23 @@ class EncodeClips:
             torch.set_num_threads(1 if self.forwards > 1 else settings.threads)
         self.pool = ThreadPoolExecutor(self.forwards, thread_name_prefix="forward") if self.forwards > 1 else None
         self.encoder = VideoEncoder.create(settings.encoder).eval().to(self.device)
-        if self.device.type == "cuda" and settings.reduced_precision:
-            self.encoder = self.encoder.half()
         self.bfloat16 = settings.reduced_precision and self.device.type == "cpu" and cpu_has_bfloat16(torch)
+        if settings.reduced_precision and (self.device.type == "cuda" or self.bfloat16):
+            self.encoder = self.encoder.to(torch.float16 if self.device.type == "cuda" else torch.bfloat16)
         self.settings = settings
         self.model = self.encoder.model_name if self.encoder.pretrained is None else \
             f"{self.encoder.model_name}:{Path(self.encoder.pretrained).name}"
 
     def forward(self, frames: np.ndarray) -> np.ndarray:
-        # Per thread: inference mode and autocast are thread-local.
-        with self.torch.inference_mode(), self.torch.autocast("cpu", self.torch.bfloat16, enabled=self.bfloat16):
+        with self.torch.inference_mode():  # per thread: inference mode is thread-local
             chunk = self.torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
             return self.encoder.encode_video(self.encoder.preprocess(chunk)).float().cpu().numpy()
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         if not len(frames):
             return np.zeros((0, self.encoder.embed_dim), np.float32)
-        size = min(self.settings.clips_per_forward, -(-len(frames) // self.forwards))  # equal shares for the threads
+        most = self.settings.clips_per_forward or (4 if self.device.type == "cpu" else 256)
+        size = min(most, -(-len(frames) // self.forwards))  # equal shares for the threads
         chunks = [frames[begin:begin + size] for begin in range(0, len(frames), size)]
         return np.concatenate(list(self.pool.map(self.forward, chunks)) if self.pool else [self.forward(chunk) for chunk in chunks])
 

@@ -344,7 +344,7 @@ def build_parser() -> cli.ArgumentParser:
                                                                          "what a decoder leaves on the node, at most 8)")
     parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
     parser.add_argument("--fp32", action="store_true", help="encode in float32 (default: fp16 on GPUs, bfloat16 on CPUs "
-                                                           "that compute it natively, about a quarter less CPU per video)")
+                                                           "that compute it natively: half the CPU per video)")
     parser.add_argument("--moment-length", type=cli.positive(float), help="moment window in seconds (default: 10; sample set: 3)")
     parser.add_argument("--moment-stride", type=cli.positive(float), help="moment stride in seconds (default: 10; sample set: 3)")
     parser.add_argument("--moments-after", type=float, help="videos at least this long get moments (default: 20; sample set: 6)")

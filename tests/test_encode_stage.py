@@ -20,7 +20,8 @@ def test_reduced_precision_runs_bfloat16_where_native_and_stays_close_to_float32
     assert reduced.bfloat16 == cpu_has_bfloat16(torch) and not full.bfloat16
     fast, exact = reduced.embed(frames), full.embed(frames)
     assert fast.dtype == exact.dtype == np.float32 and fast.shape == exact.shape == (4, reduced.encoder.embed_dim)
-    # Autocast is really on where the CPU has bfloat16 (the vectors differ), and harmless.
+    # The weights really are bfloat16 where the CPU has it (the vectors differ), and it is harmless.
+    assert reduced.encoder.visual.conv1.weight.dtype == (torch.bfloat16 if reduced.bfloat16 else torch.float32)
     assert np.array_equal(fast, exact) != reduced.bfloat16
     cosine = (fast * exact).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(exact, axis=1)
     assert cosine.min() > 0.999
@@ -32,6 +33,16 @@ def test_clustering_under_autocast_keeps_float32_medoids():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = reduce(patches, 16)
     assert torch.equal(under_autocast, reduce(patches, 16))
+
+
+def test_clustering_of_bfloat16_tokens_measures_distances_in_float32():
+    # A bfloat16 model hands the reducer bfloat16 tokens: the same tokens upcast give the same medoids.
+    patches = torch.randn(6, 2, 49, 64).bfloat16()
+    for schedule in ("kmedoids@3:4x49", "spectral@3:4x49", "sparse@3:4x49"):
+        reduce = reducer_for(Schedule.parse(schedule))
+        kept = reduce(patches, 16)
+        assert kept.dtype == torch.bfloat16
+        assert torch.equal(kept, reduce(patches.float(), 16).bfloat16()), schedule
 
 
 def test_the_encoder_stage_loads_neither_lancedb_nor_a_video_decoder():
