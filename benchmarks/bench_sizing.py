@@ -81,7 +81,7 @@ def decode_rate(path: Path, repeats: int) -> tuple[float, float, int]:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # the decode worker inherits it
     stage = DecodeVideos(sampling=SamplingConfig(frames=12, size=224), moments=MomentConfig())
     try:
-        frames, _, _ = stage.clips(str(path))  # starts the worker: not timed
+        frames = stage.clips(str(path))[0]  # starts the worker: not timed
         worker = stage.decoder._process.pid
         start, cpu = time.perf_counter(), cpu_seconds(worker) + time.process_time()
         for _ in range(repeats):
@@ -98,7 +98,7 @@ def encode_rate(schedule: str, device: str, videos: int, repeats: int) -> tuple[
     per CPU-second of this process."""
     import torch
 
-    from centerclip.indexing import EncodeClips, EncodeSettings
+    from centerclip.encode_stage import EncodeClips, EncodeSettings
     from centerclip.models import EncoderConfig
     from centerclip.schedule import Schedule
 

@@ -1,0 +1,113 @@
+"""The GPU's busy share while the indexing pipeline runs: how well the decoders keep one GPU fed.
+
+Indexes ``--videos`` copies of one of bench_sizing.py's generated H.264 inputs through
+pipelines/index.py's own ``run`` with ViT-B-32 (random weights: weights do not change the cost)
+on the GPU (``gpus_per_encoder=1``, fp16) and the decoding pool sized by the pipeline itself over
+the machine's CPUs, as a user would run it without ``--decoders``. While it runs, NVML is sampled
+every 0.1 s for the GPU's utilisation (the share of time a kernel was running) and /proc for the
+number of decoding actors. Reported over the steady window: from the first write to the last write
+before decoding ended (as in bench_index.py). Needs an NVIDIA GPU and nvidia-ml-py.
+
+    python benchmarks/bench_gpu_pipeline.py [--videos 400] [--input 640x360] [--schedule none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; pipelines/ is beside it
+
+import ray  # noqa: E402
+
+from bench_index import TreeCPU, Writes  # noqa: E402
+from bench_sizing import INPUTS, generate  # noqa: E402
+from pipelines.index import IndexJob, run  # noqa: E402
+
+
+class GpuSampler(threading.Thread):
+    """(time, GPU utilisation %, decoding actors) every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.1):
+        try:
+            import pynvml
+        except ImportError:
+            raise SystemExit("bench_gpu_pipeline.py reads the GPU through NVML: pip install nvidia-ml-py") from None
+
+        super().__init__(daemon=True)
+        pynvml.nvmlInit()
+        self.nvml, self.handle, self.every, self.samples = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0), every, []
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            utilisation = self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
+            self.samples.append((time.perf_counter(), utilisation, decoding_actors()))
+            time.sleep(self.every)
+
+    def between(self, start: float, end: float) -> tuple[float, int]:
+        """Mean utilisation (%) and the most decoding actors seen in [start, end]."""
+        window = [(busy, actors) for moment, busy, actors in self.samples if start <= moment <= end]
+        return sum(busy for busy, _ in window) / len(window), max(actors for _, actors in window)
+
+
+def decoding_actors() -> int:
+    """Ray Data's decoding actors now running (their decode workers are forked from a fork server
+    and do not carry the actor's process title)."""
+    count = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        count += cmdline.startswith(b"ray::") and b"DecodeVideos" in cmdline
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=400, help="copies of the input to index (default: %(default)s)")
+    parser.add_argument("--input", choices=("640x360", "1280x720"), default="640x360",
+                        help="which of bench_sizing.py's inputs (default: %(default)s)")
+    parser.add_argument("--schedule", default="none", help="token-clustering schedule (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call (default: the pipeline's)")
+    parser.add_argument("--cache", default=".cache/centerclip/sizing", help="where the test videos are written")
+    args = parser.parse_args()
+    name, (width, height, seconds) = next((name, size) for name, size in INPUTS.items() if name.startswith(args.input))
+    source = generate(Path(args.cache) / f"h264-{width}x{height}-{seconds}s.mp4", width, height, seconds)
+    print(f"load before: {os.getloadavg()[0]:.2f} (1 min average; {os.cpu_count()} cores)")
+    gpu, cpu = GpuSampler(), TreeCPU()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    resources = ray.cluster_resources()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "videos"
+        folder.mkdir()
+        for index in range(args.videos):  # copies, not links: links of one file are one video to the indexer
+            shutil.copyfile(source, folder / f"{index:05d}.mp4")
+        writes = Writes()
+        job = IndexJob(inputs=(str(folder),), db=f"{scratch}/index", model="ViT-B-32", schedule=args.schedule,
+                       frames=12, batch_size=args.batch_size, gpus_per_encoder=1)
+        summary = run(job, progress=lambda total: writes)
+    time.sleep(2 * cpu.every)
+    times, videos = writes.times, writes.videos
+    last = max(i for i, moment in enumerate(times) if moment <= cpu.decoding_ended() or i == 0)
+    if last < 2:
+        sys.exit(f"decoding ended after {last} of {len(times)} writes: too few to measure; use more --videos")
+    rate = (videos[last] - videos[0]) / (times[last] - times[0])
+    busy, actors = gpu.between(times[0], times[last])
+    print(f"{args.videos} x {name} H.264, ViT-B-32 {args.schedule} fp16 on 1 GPU, {resources.get('CPU', 0):.0f} Ray CPUs: "
+          f"start-up {summary['startup_s']:.1f} s, steady {rate:.1f} videos/s "
+          f"({videos[last] - videos[0]} videos in {times[last] - times[0]:.1f} s) with up to {actors} decoding actors")
+    print(f"load after: {os.getloadavg()[0]:.2f}")
+    print(f"GPU busy share while decoding and encoding both ran: {busy:.1f}%")
+
+
+if __name__ == "__main__":
+    main()
