@@ -42,10 +42,13 @@ def test_dashboard_is_local_and_every_node_requires_the_token():
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
-def test_gpu_workers_autoscale_from_zero():
-    workers = load()["available_node_types"]["gpu_worker"]
-    assert workers["min_workers"] == 0 and workers["max_workers"] >= 1
-    assert workers["node_config"]["InstanceType"].startswith("g5.")
+def test_decoding_and_gpu_workers_autoscale_from_zero():
+    nodes = load()["available_node_types"]
+    for name, family in (("cpu_worker", "c7i."), ("gpu_worker", "g5.")):
+        assert nodes[name]["min_workers"] == 0 and nodes[name]["max_workers"] >= 1
+        assert nodes[name]["node_config"]["InstanceType"].startswith(family)
+    # Decoding is what limits a GPU: the cluster can hold far more decoding cores than GPUs.
+    assert nodes["cpu_worker"]["max_workers"] > nodes["gpu_worker"]["max_workers"]
 
 
 def policies():
@@ -61,8 +64,9 @@ def allowed(policy):
 
 def test_head_and_workers_have_their_own_least_privilege_profiles():
     nodes = load()["available_node_types"]
-    head, worker = (nodes[name]["node_config"]["IamInstanceProfile"]["Arn"] for name in ("head", "gpu_worker"))
-    assert head.endswith("instance-profile/centerclip-ray-head") and worker.endswith("instance-profile/centerclip-ray-worker")
+    head, *workers = (nodes[name]["node_config"]["IamInstanceProfile"]["Arn"] for name in ("head", "cpu_worker", "gpu_worker"))
+    assert head.endswith("instance-profile/centerclip-ray-head")
+    assert all(worker.endswith("instance-profile/centerclip-ray-worker") for worker in workers)
     found = policies()
     assert set(found) == {"Worker", "Head"}
     for name, policy in found.items():
