@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is b
 
 import ray  # noqa: E402
 
-from bench_index import TreeCPU, Writes  # noqa: E402
+from bench_index import TreeCPU, pipeline  # noqa: E402
 from bench_sizing import INPUTS, generate  # noqa: E402
-from pipelines.index import IndexJob, run  # noqa: E402
+from pipelines.index import IndexJob  # noqa: E402
 
 
 class GpuSampler(threading.Thread):
@@ -91,20 +91,13 @@ def main() -> None:
         folder.mkdir()
         for index in range(args.videos):  # copies, not links: links of one file are one video to the indexer
             shutil.copyfile(source, folder / f"{index:05d}.mp4")
-        writes = Writes()
         job = IndexJob(inputs=(str(folder),), db=f"{scratch}/index", model="ViT-B-32", schedule=args.schedule,
                        frames=12, batch_size=args.batch_size, gpus_per_encoder=1)
-        summary = run(job, progress=lambda total: writes)
-    time.sleep(2 * cpu.every)
-    times, videos = writes.times, writes.videos
-    last = max(i for i, moment in enumerate(times) if moment <= cpu.decoding_ended() or i == 0)
-    if last < 2:
-        sys.exit(f"decoding ended after {last} of {len(times)} writes: too few to measure; use more --videos")
-    rate = (videos[last] - videos[0]) / (times[last] - times[0])
-    busy, actors = gpu.between(times[0], times[last])
+        startup, rate, videos, window, _ = pipeline(job, cpu)
+    busy, actors = gpu.between(*window)
     print(f"{args.videos} x {name} H.264, ViT-B-32 {args.schedule} fp16 on 1 GPU, {resources.get('CPU', 0):.0f} Ray CPUs: "
-          f"start-up {summary['startup_s']:.1f} s, steady {rate:.1f} videos/s "
-          f"({videos[last] - videos[0]} videos in {times[last] - times[0]:.1f} s) with up to {actors} decoding actors")
+          f"start-up {startup:.1f} s, steady {rate:.1f} videos/s ({videos} videos in {window[1] - window[0]:.1f} s) "
+          f"with up to {actors} decoding actors")
     print(f"load after: {os.getloadavg()[0]:.2f}")
     print(f"GPU busy share while decoding and encoding both ran: {busy:.1f}%")
 

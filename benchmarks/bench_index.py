@@ -10,9 +10,11 @@ faster one is the baseline. Both write to a fresh LanceDB table.
 Ray is started before the clock (a cluster is long-lived). Each path reports its start-up (Ray
 Data planning, actors, model loads, the first batch: for the loop, the model load and decode
 worker start) apart from its steady rate (videos after the first batch / time after it). The
-last line is the ratio of steady rates (Ray / loop).
+last line is the ratio of steady rates (Ray / loop). With ``--repeats N`` the baseline loop and the
+pipeline run N times each, alternately, and the last line is the median of the N ratios: a steady
+window of a few seconds moves by 5-10% from run to run.
 
-    python benchmarks/bench_index.py [--videos 160] [--encoders N] [--decoders N]
+    python benchmarks/bench_index.py [--videos 160] [--repeats 3] [--encoders N] [--decoders N]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import collections
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -83,11 +86,12 @@ class TreeCPU(threading.Thread):
             return min(self.samples, key=lambda sample: abs(sample[0] - moment))[1]
         return at(end) - at(start)
 
-    def decoding_ended(self, busy: float = 0.1) -> float:
-        """The last sample at which the decoding processes used more than ``busy`` of a core."""
-        last = self.samples[0][0]
+    def decoding_ended(self, start: float, busy: float = 0.1) -> float:
+        """The last sample after ``start`` at which the decoding processes used more than ``busy``
+        of a core."""
+        last = start
         for (_, _, before), (moment, _, after) in zip(self.samples, self.samples[1:]):
-            if after - before > busy * self.every:
+            if moment > start and after - before > busy * self.every:
                 last = moment
         return last
 
@@ -131,9 +135,30 @@ def single_process(folder: Path, db: str, batch_size: int, parallel_forwards: bo
     return first[0] - start, (len(sources) - first[1]) / (end - first[0]), (first[0], end)
 
 
+def pipeline(job: IndexJob, cpu: TreeCPU) -> tuple[float, float, int, tuple[float, float], dict]:
+    """One run of pipelines.index.run: (start-up seconds, steady videos/s while decoding and
+    encoding both ran, videos in that window, the window, run's summary)."""
+    writes = Writes()
+    summary = run(job, progress=lambda total: writes)
+    time.sleep(2 * cpu.every)
+    # Decoders run ahead while the encoders start (Ray Data buffers their output), so the rate after
+    # the first batch is flattered by frames decoded before it. The steady rate is taken while both
+    # stages run: from the first write to the last write before decoding ended.
+    times, videos = writes.times, writes.videos
+    ended = cpu.decoding_ended(start=times[0])
+    last = max(i for i, moment in enumerate(times) if moment <= ended or i == 0)
+    if last < max(2, len(times) // 4):
+        sys.exit(f"decoding ended after {last} of {len(times)} writes: too few to measure both stages running; "
+                 f"use more --videos")
+    rate = (videos[last] - videos[0]) / (times[last] - times[0])
+    return summary["startup_s"], rate, videos[last] - videos[0], (times[0], times[last]), summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=160, help="synthetic videos to index (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the baseline loop and of the pipeline, "
+                        "alternately; the last line is the median ratio (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call")
     parser.add_argument("--decode-batch-size", type=int, help="videos per decoder call (default: the pipeline's)")
     parser.add_argument("--decoders", type=int, help="Ray decoder actors (default: the pipeline's own sizing)")
@@ -145,39 +170,33 @@ def main() -> None:
     cpu = TreeCPU()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    ratios = []
     with tempfile.TemporaryDirectory() as scratch:
-        loops = {mode: single_process(folder, f"{scratch}/loop-{mode}", args.batch_size, mode == "parallel")
-                 for mode in ("intra-op", "parallel")}
-        writes = Writes()
-        job = IndexJob(inputs=(str(folder),), db=f"{scratch}/ray", batch_size=args.batch_size,
-                       decoders=args.decoders, encoders=args.encoders)
-        if args.decode_batch_size:
-            job = dataclasses.replace(job, decode_batch_size=args.decode_batch_size)
-        summary = run(job,
-                      progress=lambda total: writes)
-    time.sleep(2 * cpu.every)
-    # Decoders run ahead while the encoders start (Ray Data buffers their output), so the rate after
-    # the first batch is flattered by frames decoded before it. The steady rate is taken while both
-    # stages run: from the first write to the last write before decoding ended.
-    times, videos = writes.times, writes.videos
-    last = max(i for i, moment in enumerate(times) if moment <= cpu.decoding_ended() or i == 0)
-    if last < max(2, len(times) // 4):
-        sys.exit(f"decoding ended after {last} of {len(times)} writes: too few to measure both stages running; "
-                 f"use more --videos")
-    ray_window = (times[0], times[last])
-    ray_rate = (videos[last] - videos[0]) / (times[last] - times[0])
-    for mode, (startup, rate, window) in loops.items():
+        # The loop with one forward on all cores, once, for reference: it is never the faster one.
+        startup, rate, window = single_process(folder, f"{scratch}/loop-intra-op", args.batch_size, False)
         per_video = cpu.between(*window) / (rate * (window[1] - window[0])) * 1000
-        print(f"single-process loop, encoder {mode} threads: start-up {startup:.1f} s, steady {rate:.1f} videos/s, "
+        print(f"single-process loop, encoder intra-op threads: start-up {startup:.1f} s, steady {rate:.1f} videos/s, "
               f"{per_video:.1f} CPU ms/video")
-    per_video = cpu.between(*ray_window) / (videos[last] - videos[0]) * 1000
-    print(f"Ray Data pipeline: start-up {summary['startup_s']:.1f} s, steady {ray_rate:.1f} videos/s while decoding and "
-          f"encoding both ran ({videos[last] - videos[0]} videos in {ray_window[1] - ray_window[0]:.1f} s), "
-          f"{per_video:.1f} CPU ms/video, all processes; after the first batch to the end {summary['steady_videos_per_s']:.1f} "
-          f"videos/s (decoded run-ahead included), overall {summary['videos_per_s']:.1f} videos/s")
-    mode, (_, loop, _) = max(loops.items(), key=lambda item: item[1][1])
-    print(f"{args.videos} videos, built-in model, 2 Ray CPUs, load after: {os.getloadavg()[0]:.2f}")
-    print(f"ratio: Ray pipeline steady / single-process loop steady ({mode}) = {ray_rate / loop:.2f}x")
+        for repeat in range(args.repeats):
+            startup, loop, window = single_process(folder, f"{scratch}/loop-{repeat}", args.batch_size, True)
+            per_video = cpu.between(*window) / (loop * (window[1] - window[0])) * 1000
+            print(f"[{repeat + 1}] single-process loop, encoder parallel threads (the baseline): start-up {startup:.1f} s, "
+                  f"steady {loop:.1f} videos/s, {per_video:.1f} CPU ms/video")
+            job = IndexJob(inputs=(str(folder),), db=f"{scratch}/ray-{repeat}", batch_size=args.batch_size,
+                           decoders=args.decoders, encoders=args.encoders)
+            if args.decode_batch_size:
+                job = dataclasses.replace(job, decode_batch_size=args.decode_batch_size)
+            startup, rate, videos, window, summary = pipeline(job, cpu)
+            per_video = cpu.between(*window) / videos * 1000
+            print(f"[{repeat + 1}] Ray Data pipeline: start-up {startup:.1f} s, steady {rate:.1f} videos/s while decoding and "
+                  f"encoding both ran ({videos} videos in {window[1] - window[0]:.1f} s), {per_video:.1f} CPU ms/video, "
+                  f"all processes; after the first batch to the end {summary['steady_videos_per_s']:.1f} videos/s "
+                  f"(decoded run-ahead included), overall {summary['videos_per_s']:.1f} videos/s; ratio {rate / loop:.2f}x")
+            ratios.append(rate / loop)
+    print(f"{args.videos} videos, built-in model, 2 Ray CPUs, load after: {os.getloadavg()[0]:.2f}; "
+          f"ratios {', '.join(f'{ratio:.2f}x' for ratio in ratios)}")
+    print(f"ratio: Ray pipeline steady / single-process loop steady (parallel threads), median of {len(ratios)} = "
+          f"{statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":
