@@ -1,6 +1,7 @@
 """The search service over real HTTP: real Ray Serve on loopback, a real LanceDB index of generated
 videos written by the real indexer, the built-in model; and the page in a real headless Chromium."""
 
+import contextlib
 import http.client
 import io
 import json
@@ -234,25 +235,32 @@ def test_a_table_of_another_model_is_refused_before_serving(tmp_path, capsys):
         serve_pipeline.build({"db": str(tmp_path / "db")})
 
 
-def test_the_token_is_checked_on_every_request(service):
-    """The same app on a real uvicorn server (no Ray in between), with a token."""
+@contextlib.contextmanager
+def running(app):
+    """The app on a real uvicorn server on loopback (no Ray in between); yields its base URL."""
     import uvicorn
 
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_the_token_is_checked_on_every_request(service):
     from centerclip.web.app import create_app
 
     async def embed(query: str) -> np.ndarray:
         return np.ones(Store.open(service[1]).dim, np.float32)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Store.open(service[1]), embed, token="s3cret"),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(create_app(Store.open(service[1]), embed, token="s3cret")) as base:
         for path in ["/", "/api/health", "/api/search?q=x", "/api/thumbnail/" + "0" * 32, "/static/app.js"]:
             assert get(base, path)[0] == 401
             assert get(base, path, {"Authorization": "Bearer wrong"})[0] == 401
@@ -264,9 +272,30 @@ def test_the_token_is_checked_on_every_request(service):
         cookie = headers["set-cookie"].split(";")[0]
         assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
         assert get(base, "/api/health", {"Cookie": cookie})[0] == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+def test_media_serves_a_file_whose_name_is_not_utf8(ray_session, corpus, tmp_path):
+    # Such a name is stored as a percent-encoded file:// uri, which pyarrow cannot open.
+    from centerclip.web.app import create_app
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    name = os.path.join(os.fsencode(folder), b"caf\xe9.mp4")
+    shutil.copyfile(corpus[1], name)
+    db = str(tmp_path / "db")
+    assert index.main([str(folder), "--db", db])["videos"] == 1
+    store = Store.open(db)
+    row = store.videos.search().where(col("kind") == lit("video")).select(["video_id", "uri"]).limit(1).to_arrow().to_pylist()[0]
+    assert row["uri"].startswith("file://") and row["uri"].endswith("caf%E9.mp4")
+
+    async def embed(query: str) -> np.ndarray:
+        return np.ones(store.dim, np.float32)
+
+    with running(create_app(store, embed)) as base:
+        status, headers, body = get(base, f"/api/media/{row['video_id']}")
+        assert (status, headers["content-type"], body) == (200, "video/mp4", corpus[1].read_bytes())
+        status, _, body = get(base, f"/api/media/{row['video_id']}", {"Range": "bytes=10-19"})
+        assert (status, body) == (206, corpus[1].read_bytes()[10:20])
 
 
 def test_serve_run_builder_takes_config_fields(service):

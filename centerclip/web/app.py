@@ -203,7 +203,7 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
         if row is None:
             raise HTTPException(404, "no such row")
         try:
-            filesystem, path, size = await run_in_threadpool(open_uri, row["uri"])
+            open_file, size = await run_in_threadpool(open_uri, row["uri"])
         except (FileNotFoundError, OSError):
             raise HTTPException(404, "the indexed file is no longer there; re-index to update the table") from None
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
@@ -215,8 +215,8 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
         span = Span(0, size - 1) if whole else span
         if not whole:
             headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
-        return StreamingResponse(read_span(filesystem, path, span), status_code=200 if whole else 206,
-                                 media_type=content_type(path), headers={**headers, "Content-Length": str(span.length)})
+        return StreamingResponse(read_span(open_file, span), status_code=200 if whole else 206,
+                                 media_type=content_type(row["uri"]), headers={**headers, "Content-Length": str(span.length)})
 
     return app
 

@@ -4,13 +4,18 @@ playback part-way through a file and to seek, so they must return exactly the by
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import pyarrow.fs
+
+from ..decode_source import path_from_uri
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -50,21 +55,26 @@ def requested_span(header: str | None, size: int) -> Span | None:
     return Span(start, end)
 
 
-def open_uri(uri: str) -> tuple[pyarrow.fs.FileSystem, str, int]:
-    """(filesystem, path, size) of an indexed file; FileNotFoundError when it is gone."""
-    if "://" in uri:
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    else:
-        filesystem, path = pyarrow.fs.LocalFileSystem(), os.path.abspath(uri)
+def open_uri(uri: str) -> tuple[Callable[[], BinaryIO], int]:
+    """(a function that opens the indexed file for reading, its size); FileNotFoundError when it is
+    gone. Local files are read with ``open``, whatever their names' bytes: a name that is not UTF-8
+    is stored as a percent-encoded ``file://`` uri (``path_from_uri``), which pyarrow cannot open."""
+    local = path_from_uri(uri)
+    if local is not None:
+        info = os.stat(local)  # FileNotFoundError (an OSError) when it is gone
+        if not stat.S_ISREG(info.st_mode):
+            raise FileNotFoundError(uri)
+        return functools.partial(open, local, "rb"), info.st_size
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     info = filesystem.get_file_info(path)
     if info.type != pyarrow.fs.FileType.File:
         raise FileNotFoundError(uri)
-    return filesystem, path, info.size
+    return functools.partial(filesystem.open_input_file, path), info.size
 
 
-def read_span(filesystem: pyarrow.fs.FileSystem, path: str, span: Span) -> Iterator[bytes]:
+def read_span(open_file: Callable[[], BinaryIO], span: Span) -> Iterator[bytes]:
     """The span's bytes in chunks; the file is opened when iteration starts and closed at its end."""
-    with filesystem.open_input_file(path) as file:
+    with open_file() as file:
         file.seek(span.start)
         remaining = span.length
         while remaining > 0:
