@@ -4,9 +4,10 @@ Indexes ``--videos`` copies of one of bench_sizing.py's generated H.264 inputs t
 pipelines/index.py's own ``run`` with ViT-B-32 (random weights: weights do not change the cost)
 on the GPU (``gpus_per_encoder=1``, fp16) and the decoding pool sized by the pipeline itself over
 the machine's CPUs, as a user would run it without ``--decoders``. While it runs, NVML is sampled
-every 0.1 s for the GPU's utilisation (the share of time a kernel was running) and /proc for the
-number of decoding actors. Reported over the steady window: from the first write to the last write
-before decoding ended (as in bench_index.py). Needs an NVIDIA GPU and nvidia-ml-py.
+every 0.1 s for the GPU's utilisation (the share of time a kernel was running), and /proc (as
+bench_index.py does) for the number of decoding actors. Reported over the steady window: from the
+first write to the last write before decoding ended (as in bench_index.py). Needs an NVIDIA GPU
+and nvidia-ml-py.
 
     python benchmarks/bench_gpu_pipeline.py [--videos 400] [--input 640x360] [--schedule none]
 """
@@ -32,7 +33,7 @@ from pipelines.index import IndexJob  # noqa: E402
 
 
 class GpuSampler(threading.Thread):
-    """(time, GPU utilisation %, decoding actors) every ``every`` seconds."""
+    """(time, GPU utilisation %) every ``every`` seconds, from NVML."""
 
     def __init__(self, every: float = 0.1):
         try:
@@ -47,27 +48,13 @@ class GpuSampler(threading.Thread):
 
     def run(self) -> None:
         while True:
-            utilisation = self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
-            self.samples.append((time.perf_counter(), utilisation, decoding_actors()))
+            self.samples.append((time.perf_counter(), self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu))
             time.sleep(self.every)
 
-    def between(self, start: float, end: float) -> tuple[float, int]:
-        """Mean utilisation (%) and the most decoding actors seen in [start, end]."""
-        window = [(busy, actors) for moment, busy, actors in self.samples if start <= moment <= end]
-        return sum(busy for busy, _ in window) / len(window), max(actors for _, actors in window)
-
-
-def decoding_actors() -> int:
-    """Ray Data's decoding actors now running (their decode workers are forked from a fork server
-    and do not carry the actor's process title)."""
-    count = 0
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
-        except OSError:
-            continue
-        count += cmdline.startswith(b"ray::") and b"DecodeVideos" in cmdline
-    return count
+    def busy(self, start: float, end: float) -> float:
+        """Mean utilisation (%) in [start, end]."""
+        window = [busy for moment, busy in self.samples if start <= moment <= end]
+        return sum(window) / len(window)
 
 
 def main() -> None:
@@ -94,7 +81,7 @@ def main() -> None:
         job = IndexJob(inputs=(str(folder),), db=f"{scratch}/index", model="ViT-B-32", schedule=args.schedule,
                        frames=12, batch_size=args.batch_size, gpus_per_encoder=1)
         startup, rate, videos, window, _ = pipeline(job, cpu)
-    busy, actors = gpu.between(*window)
+    busy, actors = gpu.busy(*window), cpu.most_decoders(*window)
     print(f"{args.videos} x {name} H.264, ViT-B-32 {args.schedule} fp16 on 1 GPU, {resources.get('CPU', 0):.0f} Ray CPUs: "
           f"start-up {startup:.1f} s, steady {rate:.1f} videos/s ({videos} videos in {window[1] - window[0]:.1f} s) "
           f"with up to {actors} decoding actors")

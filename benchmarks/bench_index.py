@@ -14,7 +14,7 @@ last line is the ratio of steady rates (Ray / loop). With ``--repeats N`` the ba
 pipeline run N times each, alternately, and the last line is the median of the N ratios: a steady
 window of a few seconds moves by 5-10% from run to run.
 
-    python benchmarks/bench_index.py [--videos 160] [--repeats 3] [--encoders N] [--decoders N]
+    python benchmarks/bench_index.py [--videos 800] [--repeats 3] [--encoders N] [--decoders N]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class TreeCPU(threading.Thread):
     processes, its workers and actors), sampled from /proc: a measure of work that other load on
     the machine does not inflate the way it inflates wall-clock time. Also the CPU seconds of the
     decoding processes alone (the decoder actors and their decode workers), to tell when decoding
-    ended."""
+    ended, and how many decoder actors ran."""
 
     def __init__(self, every: float = 0.2):
         super().__init__(daemon=True)
@@ -60,12 +60,14 @@ class TreeCPU(threading.Thread):
         tick = os.sysconf("SC_CLK_TCK")
         while True:
             children = collections.defaultdict(list)
-            stats = {}
+            stats, actors = {}, 0
             for entry in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                    # Only the actors carry the name: their decode workers are forked from a fork server.
                     if b"DecodeVideos" in open(f"/proc/{entry}/cmdline", "rb").read():
                         self.decoding.add(int(entry))
+                        actors += 1
                 except (OSError, ValueError):
                     continue
                 children[int(fields[1])].append(int(entry))
@@ -78,7 +80,7 @@ class TreeCPU(threading.Thread):
                 self.seen[pid] = max(self.seen.get(pid, 0.0), stats.get(pid, 0.0))  # exited processes keep their last value
                 decoding += self.seen[pid] if decoder else 0.0
                 stack.extend((child, decoder) for child in children[pid])
-            self.samples.append((time.perf_counter(), sum(self.seen.values()), decoding))
+            self.samples.append((time.perf_counter(), sum(self.seen.values()), decoding, actors))
             time.sleep(self.every)
 
     def between(self, start: float, end: float) -> float:
@@ -90,10 +92,14 @@ class TreeCPU(threading.Thread):
         """The last sample after ``start`` at which the decoding processes used more than ``busy``
         of a core."""
         last = start
-        for (_, _, before), (moment, _, after) in zip(self.samples, self.samples[1:]):
+        for (_, _, before, _), (moment, _, after, _) in zip(self.samples, self.samples[1:]):
             if moment > start and after - before > busy * self.every:
                 last = moment
         return last
+
+    def most_decoders(self, start: float, end: float) -> int:
+        """The most decoder actors running at once in [start, end]."""
+        return max(actors for moment, _, _, actors in self.samples if start <= moment <= end)
 
 
 class Writes:
@@ -156,7 +162,7 @@ def pipeline(job: IndexJob, cpu: TreeCPU) -> tuple[float, float, int, tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=160, help="synthetic videos to index (default: %(default)s)")
+    parser.add_argument("--videos", type=int, default=800, help="synthetic videos to index (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the baseline loop and of the pipeline, "
                         "alternately; the last line is the median ratio (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call")
