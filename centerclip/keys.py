@@ -1,5 +1,6 @@
-"""Row keys: stable hex digests of a video's file and a moment's time range. Kept apart from the
-store so that processes that only name rows (the encoder actors) do not import LanceDB."""
+"""Row keys: stable hex digests of a video's file and a moment's time range, and the columns rows
+can be filtered on. Kept apart from the store so that processes that only name rows (the encoder
+actors) and CLIs that only parse arguments do not import LanceDB."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 from collections.abc import Iterable
 
 KEY_PATTERN = re.compile(r"[0-9a-f]{32}")
+# Columns a search may filter on by exact value; anything else is refused before a query is built.
+FILTERABLE = ("kind", "uri", "video_id", "model", "schedule")
 
 
 def _digest(*parts: object) -> str:

@@ -24,12 +24,10 @@ import pyarrow.compute as pc
 from lancedb.expr import Expr, col, lit
 from lancedb.index import IvfRq
 
-from .keys import KEY_PATTERN, check_keys, moment_key, video_key  # noqa: F401 (the store's API)
+from .keys import FILTERABLE, KEY_PATTERN, check_keys, moment_key, video_key  # noqa: F401 (the store's API)
 
 KINDS = ("video", "moment")
 ERROR_STAGES = ("probe", "decode", "encode", "write")
-# Columns a search may filter on by exact value; anything else is refused before a query is built.
-FILTERABLE = ("kind", "uri", "video_id", "model", "schedule")
 
 _PRIMARY_KEY = {"lance-schema:unenforced-primary-key:position": "1"}
 _TIMESTAMP = pa.timestamp("us", tz="UTC")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +23,12 @@ if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from centerclip import cli  # noqa: E402  (light: torch and LanceDB load after the arguments are parsed)
+from centerclip.decode_source import path_from_uri  # noqa: E402
+from centerclip.keys import FILTERABLE as FILTER_COLUMNS  # noqa: E402
 
 if TYPE_CHECKING:
     from centerclip.search import Result
 
-# The columns centerclip.store.FILTERABLE allows (named here for --help without loading LanceDB;
-# a test keeps both lists equal).
-FILTER_COLUMNS = ("kind", "uri", "video_id", "model", "schedule")
 
 
 def parse_where(text: str) -> tuple[str, str]:
@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parser.parse_args(argv)
     if (args.query is None) == (args.video is None):
         parser.error("give either a text query or --video PATH")
-    if args.video is not None and not Path(args.video).is_file():
+    local = path_from_uri(args.video) if args.video is not None else None
+    if local is not None and not os.path.isfile(local):  # refused before a model loads; s3://... is checked when read
         parser.error(f"--video {args.video}: no such file")
     from centerclip.search import SearchConfig, format_table, search
     from centerclip.video import VideoDecodeError
