@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -243,9 +243,9 @@ class Store:
 
     def video_ids(self, uris: Iterable[str], chunk: int = 2048) -> dict[str, set[str]]:
         """uri -> the ids of its video rows (more than one: generations a replace never removed)."""
-        uris, found = sorted(set(uris)), {}
-        for begin in range(0, len(uris), chunk):
-            hits = (self.videos.search().where((col("kind") == lit("video")) & col("uri").isin(uris[begin:begin + chunk]))
+        found: dict[str, set[str]] = {}
+        for condition in _isin_chunks("uri", uris, chunk):
+            hits = (self.videos.search().where((col("kind") == lit("video")) & condition)
                     .select(["uri", "video_id"]).limit(None).to_arrow())
             for uri, video_id in zip(hits.column("uri").to_pylist(), hits.column("video_id").to_pylist()):
                 found.setdefault(uri, set()).add(video_id)
@@ -253,9 +253,8 @@ class Store:
 
     def delete_videos(self, video_ids: Iterable[str], chunk: int = 2048) -> int:
         """Delete videos with their moments; returns the number of rows deleted."""
-        video_ids, deleted = check_keys(sorted(set(video_ids))), 0
-        for begin in range(0, len(video_ids), chunk):
-            condition = col("video_id").isin(video_ids[begin:begin + chunk])
+        deleted = 0
+        for condition in _isin_chunks("video_id", check_keys(video_ids), chunk):
             deleted += retry_conflicts(lambda: self.videos.delete(condition)).num_deleted_rows
         return deleted
 
@@ -270,35 +269,27 @@ class Store:
         return {"videos": len(gone_videos), "rows": rows, "errors": len(gone_errors)}
 
     def _uris_with_rows(self, uris: Iterable[str], chunk: int = 2048) -> set[str]:
-        uris, found = sorted(set(uris)), set()
-        for begin in range(0, len(uris), chunk):
-            hits = (self.videos.search().where(col("uri").isin(uris[begin:begin + chunk]))
-                    .select(["uri"]).limit(None).to_arrow())
-            found.update(hits.column("uri").to_pylist())
+        found: set[str] = set()
+        for condition in _isin_chunks("uri", uris, chunk):
+            found.update(self.videos.search().where(condition).select(["uri"]).limit(None).to_arrow().column("uri").to_pylist())
         return found
 
     def _delete_rows(self, uris: Iterable[str], chunk: int = 2048) -> int:
-        uris, deleted = sorted(set(uris)), 0
-        for begin in range(0, len(uris), chunk):
-            condition = col("uri").isin(uris[begin:begin + chunk])
+        deleted = 0
+        for condition in _isin_chunks("uri", uris, chunk):
             deleted += retry_conflicts(lambda: self.videos.delete(condition)).num_deleted_rows
         return deleted
 
     def _clear_errors(self, uris: set[str], chunk: int = 2048) -> None:
-        uris = sorted(uris)
         if uris and self.errors_table.count_rows():
-            for begin in range(0, len(uris), chunk):
-                condition = col("uri").isin(uris[begin:begin + chunk])
+            for condition in _isin_chunks("uri", uris, chunk):
                 retry_conflicts(lambda: self.errors_table.delete(condition))
 
     def indexed_keys(self, keys: Iterable[str], chunk: int = 2048, *, with_thumbnail: bool = False) -> set[str]:
         """The subset of ``keys`` (ids of videos or moments) that the table already holds; with
         ``with_thumbnail``, only rows that have a thumbnail (rows from before thumbnails do not)."""
-        keys = check_keys(keys)
         found: set[str] = set()
-        for begin in range(0, len(keys), chunk):
-            batch = keys[begin:begin + chunk]
-            condition = col("id").isin(batch)
+        for condition in _isin_chunks("id", check_keys(keys), chunk):
             if with_thumbnail:
                 condition = condition & (col(THUMBNAIL.name) != lit(b""))  # false for null, too
             hits = (self.videos.search().where(condition)
@@ -357,6 +348,14 @@ class Store:
         hits = query.to_arrow()
         score = pc.subtract(1.0, hits.column("_distance").cast(pa.float64()))
         return hits.drop_columns(["_distance"]).append_column("score", score)
+
+
+def _isin_chunks(column: str, values: Iterable[str], chunk: int) -> Iterator[Expr]:
+    """``column IN values`` for the distinct values, as filters of at most ``chunk`` values each
+    (one IN list of every key of a large library makes a slow query plan)."""
+    values = sorted(set(values))
+    for begin in range(0, len(values), chunk):
+        yield col(column).isin(values[begin:begin + chunk])
 
 
 def _index_name(partitions: int) -> str:
