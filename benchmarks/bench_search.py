@@ -1,8 +1,9 @@
 """Vector search latency and recall of the store's ANN index against exact search.
 
-For each size: write N synthetic embeddings through Store.upsert, time LanceDB's exact scan, build
-the index with Store.ensure_index, then for each (nprobes, refine_rows) time Store.search and
-measure recall@k against brute force (numpy) on the same vectors. Queries are fresh draws from
+For each size: write N synthetic embeddings through Store.upsert, time LanceDB's exact scan and a
+lookup by id, build the indexes with Store.ensure_index, time the lookup again, then for each
+(nprobes, refine_rows) time Store.search and measure recall@k against brute force (numpy) on the
+same vectors. Queries are fresh draws from
 the data's distribution, not rows of the table.
 
 Uniform random unit vectors are a poor ANN test (every point is about equally far from every
@@ -24,7 +25,7 @@ import time
 
 import numpy as np
 
-from centerclip.store import IndexConfig, Store
+from centerclip.store import KEY_COLUMNS, IndexConfig, Store
 
 BATCH = 50_000
 
@@ -81,6 +82,16 @@ def timed_search(store: Store, queries: np.ndarray, k: int, limit: int) -> tuple
     return times, found
 
 
+def timed_lookups(store: Store, size: int, count: int = 200) -> list[float]:
+    """Seconds per lookup of one row by id, as the web page makes one per thumbnail."""
+    times = []
+    for row in np.random.default_rng(1).integers(size, size=count):
+        start = time.perf_counter()
+        assert store.has(f"{row:032x}")
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
@@ -101,12 +112,18 @@ def run(size: int, args: argparse.Namespace, root: str) -> None:
     print(f"exact scan (no index): p50 {percentile(exact_times, 50):.1f} ms, "
           f"p95 {percentile(exact_times, 95):.1f} ms, recall@{args.k} {exact_recall:.3f}")
 
+    scanned = timed_lookups(store, size)
+
     start = time.perf_counter()
     store = Store(store.videos, store.errors_table, IndexConfig(min_rows=0))
     store.ensure_index()
     config = store.index
-    print(f"index IVF_RQ cosine, {max(1, size // config.partition_rows)} partitions: "
-          f"built in {time.perf_counter() - start:.1f} s")
+    print(f"index IVF_RQ cosine, {max(1, size // config.partition_rows)} partitions, and BTREE on "
+          f"{' and '.join(KEY_COLUMNS)}: built in {time.perf_counter() - start:.1f} s")
+    indexed = timed_lookups(store, size)
+    print(f"lookup of one id: scan p50 {percentile(scanned, 50):.1f} ms, p95 {percentile(scanned, 95):.1f} ms; "
+          f"BTREE p50 {percentile(indexed, 50):.1f} ms, p95 {percentile(indexed, 95):.1f} ms "
+          f"({percentile(scanned, 50) / percentile(indexed, 50):.1f}x)")
     print(f"| nprobes | refine_rows (refine_factor for {args.limit} rows) | p50 ms | p95 ms | recall@{args.k} |")
     print("| --- | --- | --- | --- | --- |")
     for nprobes in args.nprobes:

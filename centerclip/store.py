@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.expr import Expr, col, lit
-from lancedb.index import IvfRq
+from lancedb.index import BTree, IvfRq
 
 from .keys import FILTERABLE, KEY_PATTERN, check_keys, moment_key, video_key  # noqa: F401 (the store's API)
 
@@ -39,6 +39,11 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("reason", pa.string(), nullable=False),
     pa.field("time", _TIMESTAMP, nullable=False),
 ])
+
+# Columns looked up by value: ids by the web page (a thumbnail, a video to play, "more like this")
+# and by upserts, uris by the indexer's plan, replacing upserts and pruning. Without an index each
+# lookup scans the table (bench_search.py: 5.6 against 2.7 ms for one id at 100k rows).
+KEY_COLUMNS = ("id", "uri")
 
 # A small JPEG of the row's middle frame (centerclip.thumbnails); null in rows written before it existed.
 THUMBNAIL = pa.field("thumbnail", pa.binary())
@@ -99,7 +104,7 @@ class IndexConfig:
     """When to build the ANN index and how to search it. Below ``min_rows`` search is an exact scan;
     above, IVF_RQ (RaBitQ codes: trains in seconds where IVF_PQ takes minutes on 2 cores) with
     cosine distance, candidates re-ranked on the full vectors. Defaults chosen by
-    benchmarks/bench_search.py (figures in benchmarks/RESULTS_search.md)."""
+    benchmarks/bench_search.py (figures in benchmarks/RESULTS.md)."""
 
     min_rows: int = 5_000  # an exact scan of 5k x 512 takes tens of ms; of 100k, most of a second
     partition_rows: int = 4096  # rows per IVF partition at training: partitions = rows / partition_rows
@@ -302,11 +307,13 @@ class Store:
 
     def ensure_index(self) -> str:
         """Create the ANN index once the table is large enough, fold new rows into it, and retrain
-        it when the table has outgrown its partitions. Returns what it did: "none" (too small for
-        an index, or up to date), "created", "rebuilt" or "updated"."""
+        it when the table has outgrown its partitions; from the same size on, keep BTREE indexes on
+        the key columns (see KEY_COLUMNS). Returns what it did to the ANN index: "none" (too small
+        for an index, or up to date), "created", "rebuilt" or "updated"."""
         rows = self.count()
         if rows < self.index.min_rows:
             return "none"
+        self._ensure_key_indexes()
         partitions = self._index_partitions()
         if partitions is None or rows > self.index.rebuild_growth * self.index.partition_rows * partitions:
             self._build_index(rows)
@@ -316,6 +323,14 @@ class Store:
             retry_conflicts(lambda: self.videos.optimize())
             return "updated"
         return "none"
+
+    def _ensure_key_indexes(self) -> None:
+        """BTREE indexes on the key columns, made once; the optimize() that folds new rows into the
+        ANN index folds them into these too, and rows not yet in an index are still scanned."""
+        indexed = {tuple(index.columns) for index in self.videos.list_indices()}
+        for column in KEY_COLUMNS:
+            if (column,) not in indexed:
+                retry_conflicts(lambda: self.videos.create_index(column, config=BTree()))
 
     def _index_partitions(self) -> int | None:
         """The partition count of the vector index, which its name records (stats do not)."""

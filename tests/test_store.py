@@ -195,9 +195,27 @@ def test_ensure_index_creates_updates_and_rebuilds(tmp_path):
     assert store.ensure_index() == "none"
     write(600, 1200)  # 1200 rows in 5 partitions trained for 100 each: more than 2x
     assert store.ensure_index() == "rebuilt"
-    assert [index.name for index in store.videos.list_indices()] == ["vector_ivf12"]
+    assert sorted(index.name for index in store.videos.list_indices()) == ["id_idx", "uri_idx", "vector_ivf12"]
     hits = store.search(vectors[700], 3)
     assert hits.column("id")[0].as_py() == keys(1, 700)[0]
+
+
+def test_key_columns_are_indexed_with_the_table_and_lookups_see_every_row(tmp_path):
+    store = Store.open(str(tmp_path / "db"), dim=DIM, index=IndexConfig(min_rows=50, partition_rows=25))
+    store.upsert(rows(keys(40)))
+    store.ensure_index()
+    assert store.videos.list_indices() == []  # below min_rows: scans are cheap
+    store.upsert(rows(keys(20, 40)))
+    store.ensure_index()
+    indexes = {tuple(index.columns): index for index in store.videos.list_indices()}
+    assert indexes[("id",)].index_type == indexes[("uri",)].index_type == "BTree"
+    late = keys(5, 60)  # written after the indexes: found by the scan of unindexed rows, then by the index
+    store.upsert({**rows(late), "uri": [f"/late/{i}.mp4" for i in range(5)]})
+    for step in ("unindexed", "optimized"):
+        assert store.indexed_keys([late[0], keys(1, 3)[0], "f" * 32]) == {late[0], keys(1, 3)[0]}, step
+        assert store.video_ids(["/late/4.mp4"]) == {"/late/4.mp4": {late[4]}}, step
+        assert store.ensure_index() == ("updated" if step == "unindexed" else "none")
+    assert store.videos.index_stats("id_idx").num_unindexed_rows == 0
 
 
 def test_replace_swaps_every_row_of_a_uri_in_one_commit(store):
