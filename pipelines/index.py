@@ -335,7 +335,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--frames", type=cli.positive(int), help="frames per clip (default: the model's)")
     parser.add_argument("--batch-size", type=cli.positive(int), default=16, help="videos per encoder call (default: %(default)s)")
     parser.add_argument("--decode-batch-size", type=cli.positive(int), default=16,
-                        help="videos per decoder call (default: %(default)s; fewer: smaller writes, more of Ray's per-call cost)")
+                        help="videos per decoder call (default: %(default)s; fewer: smaller writes, more of Ray's per-call "
+                             "cost; 32 indexes short clips about 10%% faster, but makes large blocks of long videos)")
     parser.add_argument("--decoders", type=cli.positive(int), help="decoding actors (default: from 1 up to what the cluster's CPUs allow)")
     parser.add_argument("--decoder-cpus", type=cli.positive(float), default=0.5, help="CPUs per decoding actor (default: %(default)s)")
     parser.add_argument("--encoders", type=cli.positive(int), help="encoder actors (default: from 1 up to one per GPU the cluster "
