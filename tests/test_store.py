@@ -24,9 +24,14 @@ def keys(count, start=0):
     return [video_key(f"/videos/{i}.mp4", 1000 + i, 7) for i in range(start, start + count)]
 
 
-@pytest.fixture
-def store(tmp_path):
-    return Store.open(str(tmp_path / "db"), dim=DIM)
+@pytest.fixture(params=["scans", "key indexes"])
+def store(tmp_path, request):
+    """A new store; the same tests run with BTREE indexes on the key columns (made on the empty
+    table, as a large library has them), which must change no answer."""
+    store = Store.open(str(tmp_path / "db"), dim=DIM)
+    if request.param == "key indexes":
+        store._ensure_key_indexes()
+    return store
 
 
 def test_schema_declares_the_keys_and_the_vector_size(store):
