@@ -3,8 +3,7 @@
 For each size: write N synthetic embeddings through Store.upsert, time LanceDB's exact scan and a
 lookup by id, build the indexes with Store.ensure_index, time the lookup again, then for each
 (nprobes, refine_rows) time Store.search and measure recall@k against brute force (numpy) on the
-same vectors. Queries are fresh draws from
-the data's distribution, not rows of the table.
+same vectors. Queries are fresh draws from the data's distribution, not rows of the table.
 
 Uniform random unit vectors are a poor ANN test (every point is about equally far from every
 other, so "nearest" is noise); the data here is clustered like real embeddings: a mixture of
