@@ -45,6 +45,12 @@ ERRORS_SCHEMA = pa.schema([
 # lookup scans the table (bench_search.py, one id: 52.7 ms at 1M rows, 2.9 ms with a BTREE).
 KEY_COLUMNS = ("id", "uri")
 
+# Values per IN-list filter of a lookup or delete by key. Each filter is a query (a scan where the
+# column has no index yet), so few large lists beat many small ones: the two lookups of an
+# indexer's plan over 1M indexed videos took 246 s with lists of 2,048 and no index, 35 s with
+# 32,768; with the BTREE indexes, 30 against 19 s (benchmarks/RESULTS.md).
+IN_CHUNK = 32_768
+
 # A small JPEG of the row's middle frame (centerclip.thumbnails); null in rows written before it existed.
 THUMBNAIL = pa.field("thumbnail", pa.binary())
 
@@ -246,7 +252,7 @@ class Store:
         self._clear_errors(stale)
         return len(stale)
 
-    def video_ids(self, uris: Iterable[str], chunk: int = 2048) -> dict[str, set[str]]:
+    def video_ids(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> dict[str, set[str]]:
         """uri -> the ids of its video rows (more than one: generations a replace never removed)."""
         found: dict[str, set[str]] = {}
         for condition in _isin_chunks("uri", uris, chunk):
@@ -256,7 +262,7 @@ class Store:
                 found.setdefault(uri, set()).add(video_id)
         return found
 
-    def delete_videos(self, video_ids: Iterable[str], chunk: int = 2048) -> int:
+    def delete_videos(self, video_ids: Iterable[str], chunk: int = IN_CHUNK) -> int:
         """Delete videos with their moments; returns the number of rows deleted."""
         deleted = 0
         for condition in _isin_chunks("video_id", check_keys(video_ids), chunk):
@@ -273,24 +279,24 @@ class Store:
         self._clear_errors(gone_errors)
         return {"videos": len(gone_videos), "rows": rows, "errors": len(gone_errors)}
 
-    def _uris_with_rows(self, uris: Iterable[str], chunk: int = 2048) -> set[str]:
+    def _uris_with_rows(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> set[str]:
         found: set[str] = set()
         for condition in _isin_chunks("uri", uris, chunk):
             found.update(self.videos.search().where(condition).select(["uri"]).limit(None).to_arrow().column("uri").to_pylist())
         return found
 
-    def _delete_rows(self, uris: Iterable[str], chunk: int = 2048) -> int:
+    def _delete_rows(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> int:
         deleted = 0
         for condition in _isin_chunks("uri", uris, chunk):
             deleted += retry_conflicts(lambda: self.videos.delete(condition)).num_deleted_rows
         return deleted
 
-    def _clear_errors(self, uris: set[str], chunk: int = 2048) -> None:
+    def _clear_errors(self, uris: set[str], chunk: int = IN_CHUNK) -> None:
         if uris and self.errors_table.count_rows():
             for condition in _isin_chunks("uri", uris, chunk):
                 retry_conflicts(lambda: self.errors_table.delete(condition))
 
-    def indexed_keys(self, keys: Iterable[str], chunk: int = 2048, *, with_thumbnail: bool = False) -> set[str]:
+    def indexed_keys(self, keys: Iterable[str], chunk: int = IN_CHUNK, *, with_thumbnail: bool = False) -> set[str]:
         """The subset of ``keys`` (ids of videos or moments) that the table already holds; with
         ``with_thumbnail``, only rows that have a thumbnail (rows from before thumbnails do not)."""
         found: set[str] = set()
@@ -367,7 +373,7 @@ class Store:
 
 def _isin_chunks(column: str, values: Iterable[str], chunk: int) -> Iterator[Expr]:
     """``column IN values`` for the distinct values, as filters of at most ``chunk`` values each
-    (one IN list of every key of a large library makes a slow query plan)."""
+    (see IN_CHUNK), so that no query's filter or result grows with the library."""
     values = sorted(set(values))
     for begin in range(0, len(values), chunk):
         yield col(column).isin(values[begin:begin + chunk])
