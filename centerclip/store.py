@@ -46,9 +46,10 @@ ERRORS_SCHEMA = pa.schema([
 KEY_COLUMNS = ("id", "uri")
 
 # Values per IN-list filter of a lookup or delete by key. Each filter is a query (a scan where the
-# column has no index yet), so few large lists beat many small ones: the two lookups of an
-# indexer's plan over 1M indexed videos took 246 s with lists of 2,048 and no index, 35 s with
-# 32,768; with the BTREE indexes, 30 against 19 s (benchmarks/RESULTS.md).
+# column has no index yet), so few long lists beat many short ones: looking up every uri and id of
+# 1M indexed videos took 246 s in lists of 2,048 without indexes, 35 s in lists of 32,768
+# (benchmarks/RESULTS.md). Lookups of that many keys now read the columns once instead
+# (IndexConfig.lookup_scan_share).
 IN_CHUNK = 32_768
 
 # A small JPEG of the row's middle frame (centerclip.thumbnails); null in rows written before it existed.
@@ -107,7 +108,7 @@ def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """When to build the ANN index and how to search it. Below ``min_rows`` search is an exact scan;
+    """When to build the ANN index, how to search it, and how to look keys up. Below ``min_rows`` search is an exact scan;
     above, IVF_RQ (RaBitQ codes: trains in seconds where IVF_PQ takes minutes on 2 cores) with
     cosine distance, candidates re-ranked on the full vectors. Defaults chosen by
     benchmarks/bench_search.py (figures in benchmarks/RESULTS.md)."""
@@ -119,6 +120,10 @@ class IndexConfig:
     # the limit, so a search that oversamples (grouping rows into videos) does not re-rank 20x more.
     refine_rows: int = 200
     rebuild_growth: float = 2.0  # retrain when partitions have grown this much past partition_rows
+    # A lookup of keys numbering at least this share of the table's rows reads the column once
+    # instead of making IN-list queries: a BTREE lookup costs about 9 us a key, a scan 0.5 us a row
+    # (bench_plan.py). inf: always IN lists.
+    lookup_scan_share: float = 1 / 16
 
 
 class Store:
@@ -254,12 +259,10 @@ class Store:
 
     def video_ids(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> dict[str, set[str]]:
         """uri -> the ids of its video rows (more than one: generations a replace never removed)."""
+        hits = self._lookup("uri", uris, ["uri", "video_id"], col("kind") == lit("video"), chunk)
         found: dict[str, set[str]] = {}
-        for condition in _isin_chunks("uri", uris, chunk):
-            hits = (self.videos.search().where((col("kind") == lit("video")) & condition)
-                    .select(["uri", "video_id"]).limit(None).to_arrow())
-            for uri, video_id in zip(hits.column("uri").to_pylist(), hits.column("video_id").to_pylist()):
-                found.setdefault(uri, set()).add(video_id)
+        for uri, video_id in zip(hits.column("uri").to_pylist(), hits.column("video_id").to_pylist()):
+            found.setdefault(uri, set()).add(video_id)
         return found
 
     def delete_videos(self, video_ids: Iterable[str], chunk: int = IN_CHUNK) -> int:
@@ -280,10 +283,7 @@ class Store:
         return {"videos": len(gone_videos), "rows": rows, "errors": len(gone_errors)}
 
     def _uris_with_rows(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> set[str]:
-        found: set[str] = set()
-        for condition in _isin_chunks("uri", uris, chunk):
-            found.update(self.videos.search().where(condition).select(["uri"]).limit(None).to_arrow().column("uri").to_pylist())
-        return found
+        return set(self._lookup("uri", uris, ["uri"], None, chunk).column("uri").to_pylist())
 
     def _delete_rows(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> int:
         deleted = 0
@@ -299,14 +299,22 @@ class Store:
     def indexed_keys(self, keys: Iterable[str], chunk: int = IN_CHUNK, *, with_thumbnail: bool = False) -> set[str]:
         """The subset of ``keys`` (ids of videos or moments) that the table already holds; with
         ``with_thumbnail``, only rows that have a thumbnail (rows from before thumbnails do not)."""
-        found: set[str] = set()
-        for condition in _isin_chunks("id", check_keys(keys), chunk):
-            if with_thumbnail:
-                condition = condition & (col(THUMBNAIL.name) != lit(b""))  # false for null, too
-            hits = (self.videos.search().where(condition)
-                    .select(["id"]).limit(None).to_arrow())
-            found.update(hits.column("id").to_pylist())
-        return found
+        having = col(THUMBNAIL.name) != lit(b"") if with_thumbnail else None  # false for null, too
+        return set(self._lookup("id", check_keys(keys), ["id"], having, chunk).column("id").to_pylist())
+
+    def _lookup(self, column: str, values: Iterable[str], columns: list[str], where: Expr | None, chunk: int) -> pa.Table:
+        """The ``columns`` of the rows whose ``column`` is one of ``values`` and that match ``where``.
+        Few values against the table: IN-list filters of ``chunk`` values, each a query (an index
+        lookup, or a scan where the column has no index yet). Many, as when a re-run's plan looks up
+        every video of the library: one scan of ``columns``, filtered here (bench_plan.py)."""
+        values = sorted(set(values))
+        if len(values) >= self.index.lookup_scan_share * self.count():
+            query = self.videos.search().select(sorted({column, *columns}))
+            table = (query.where(where) if where is not None else query).limit(None).to_arrow()
+            return table.filter(pc.is_in(table.column(column), value_set=pa.array(values, pa.string()))).select(columns)
+        parts = [self.videos.search().where(condition if where is None else condition & where).select(columns)
+                 .limit(None).to_arrow() for condition in _isin_chunks(column, values, chunk)]
+        return pa.concat_tables(parts) if parts else embeddings_schema(self.dim).empty_table().select(columns)
 
     def has(self, key: str) -> bool:
         return bool(self.indexed_keys([key]))

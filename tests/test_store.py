@@ -152,6 +152,22 @@ def test_indexed_keys_skips_what_is_there(store):
         store.indexed_keys(["') OR true --"])
 
 
+@pytest.mark.parametrize("share", [1 / 16, float("inf")])  # many keys: one scan; inf: IN lists always
+def test_lookups_by_in_lists_and_by_one_scan_agree(tmp_path, share):
+    store = Store.open(str(tmp_path / "db"), dim=DIM, index=IndexConfig(lookup_scan_share=share))
+    ids = keys(100)
+    store.upsert({**rows(ids[:80]), "uri": [f"/v/{i}.mp4" for i in range(80)],
+                  "thumbnail": [b"jpeg"] * 70 + [None] * 10})  # the last 10 from before thumbnails
+    few, many = ids[78:81], ids[10:100]  # 3 of 80 rows: IN lists; 90: a scan, unless share is inf
+    assert store.indexed_keys(few, chunk=2) == set(ids[78:80])
+    assert store.indexed_keys(many, chunk=7) == set(ids[10:80])
+    assert store.indexed_keys(few, with_thumbnail=True) == set()
+    assert store.indexed_keys(many, with_thumbnail=True) == set(ids[10:70])
+    assert store.video_ids(["/v/3.mp4", "/v/99.mp4"]) == {"/v/3.mp4": {ids[3]}}
+    assert store.video_ids(f"/v/{i}.mp4" for i in range(100)) == {f"/v/{i}.mp4": {ids[i]} for i in range(80)}
+    assert store.indexed_keys([]) == set() and store.video_ids([]) == {}
+
+
 def test_readers_see_rows_written_by_another_handle(tmp_path, store):
     reader = Store.open(str(tmp_path / "db"))
     store.upsert(rows(keys(3)))
