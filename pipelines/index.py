@@ -224,7 +224,7 @@ def run(job: IndexJob, progress=None) -> dict:
     from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, sources_batch
     from centerclip.listing import list_inputs
     from centerclip.models import ModelShape, check_encoder
-    from centerclip.progress import LoggedProgress
+    from centerclip.progress import LoggedProgress, quiet_ray
     from centerclip.store import Store
     from centerclip.video import SamplingConfig
 
@@ -248,6 +248,7 @@ def run(job: IndexJob, progress=None) -> dict:
     videos = moments = errors = 0
     first_batch = last_batch = None  # (seconds since start, videos) when the first batch was written; seconds of the last
     if todo:
+        quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
         import ray
 
         own_ray = not ray.is_initialized()
@@ -384,7 +385,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from centerclip.progress import IndexProgress, format_summary, quiet_ray
+    from centerclip.progress import IndexProgress, format_summary
 
     parsed = build_parser().parse_args(argv)
     if parsed.list_errors:
@@ -393,7 +394,6 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({**error, "time": error["time"].isoformat()}))
         return {"errors": errors}
     job, as_json = parse_args(argv)
-    quiet_ray()
     summary = run(job, progress=IndexProgress)
     print(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     return summary

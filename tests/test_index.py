@@ -55,6 +55,16 @@ def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, co
     assert again["already_indexed"] == 7 and again["videos"] == 0
     assert len(rows(db)) == 10 and len(Store.open(db).errors()) == 3
 
+    # The same re-run from the command line, in a fresh interpreter: with nothing to encode it
+    # loads neither Ray nor torch (the default job's re-run also loads torch, for its demo search).
+    code = ("import sys; from pipelines import index; "
+            f"index.main({[str(corpus), '--db', db, *MODEL, '--json']!r}); "
+            "print(sorted({'ray', 'torch'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert '"already_indexed": 7' in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
+
 
 def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(ray_session, tmp_path):
     """The README's first command: the built-in model on a generated sample set it never saw."""
