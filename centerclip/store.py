@@ -307,11 +307,11 @@ class Store:
         Few values against the table: IN-list filters of ``chunk`` values, each a query (an index
         lookup, or a scan where the column has no index yet). Many, as when a re-run's plan looks up
         every video of the library: one scan of ``columns``, filtered here (bench_plan.py)."""
-        values = sorted(set(values))
+        values = set(values)
         if len(values) >= self.index.lookup_scan_share * self.count():
             query = self.videos.search().select(sorted({column, *columns}))
             table = (query.where(where) if where is not None else query).limit(None).to_arrow()
-            return table.filter(pc.is_in(table.column(column), value_set=pa.array(values, pa.string()))).select(columns)
+            return table.filter(pc.is_in(table.column(column), value_set=pa.array(list(values), pa.string()))).select(columns)
         parts = [self.videos.search().where(condition if where is None else condition & where).select(columns)
                  .limit(None).to_arrow() for condition in _isin_chunks(column, values, chunk)]
         return pa.concat_tables(parts) if parts else embeddings_schema(self.dim).empty_table().select(columns)
