@@ -108,9 +108,9 @@ def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """When to build the ANN index, how to search it, and how to look keys up. Below ``min_rows`` search is an exact scan;
-    above, IVF_RQ (RaBitQ codes: trains in seconds where IVF_PQ takes minutes on 2 cores) with
-    cosine distance, candidates re-ranked on the full vectors. Defaults chosen by
+    """When to build the ANN index, how to search it, and how to look keys up. Below ``min_rows``
+    search is an exact scan; above, IVF_RQ (RaBitQ codes: trains in seconds where IVF_PQ takes
+    minutes on 2 cores) with cosine distance, candidates re-ranked on the full vectors. Defaults chosen by
     benchmarks/bench_search.py (figures in benchmarks/RESULTS.md)."""
 
     min_rows: int = 5_000  # an exact scan of 5k x 512 takes tens of ms; of 100k, most of a second
@@ -120,9 +120,9 @@ class IndexConfig:
     # the limit, so a search that oversamples (grouping rows into videos) does not re-rank 20x more.
     refine_rows: int = 200
     rebuild_growth: float = 2.0  # retrain when partitions have grown this much past partition_rows
-    # A lookup of keys numbering at least this share of the table's rows reads the column once
-    # instead of making IN-list queries: a BTREE lookup costs about 9 us a key, a scan 0.5 us a row
-    # (bench_plan.py). inf: always IN lists.
+    # A lookup of keys numbering at least this share of the table's rows reads the columns once
+    # instead of making IN-list queries: at 1M rows a BTREE lookup cost about 9 us a key, a scan
+    # 0.5 us a row (benchmarks/RESULTS.md, bench_plan.py). inf: always IN lists.
     lookup_scan_share: float = 1 / 16
 
 
