@@ -327,10 +327,11 @@ class Store:
         rows = self.count()
         if rows < self.index.min_rows:
             return "none"
-        self._ensure_key_indexes()
-        partitions = self._index_partitions()
+        indexes = self.videos.list_indices()
+        self._ensure_key_indexes(indexes)
+        partitions = _index_partitions(indexes)
         if partitions is None or rows > self.index.rebuild_growth * self.index.partition_rows * partitions:
-            self._build_index(rows)
+            self._build_index(rows, partitions)
             return "created" if partitions is None else "rebuilt"
         if self.videos.index_stats(_index_name(partitions)).num_unindexed_rows:
             # Assigns new rows to the trained partitions (and compacts); no retraining.
@@ -338,25 +339,19 @@ class Store:
             return "updated"
         return "none"
 
-    def _ensure_key_indexes(self) -> None:
-        """BTREE indexes on the key columns, made once; the optimize() that folds new rows into the
-        ANN index folds them into these too, and rows not yet in an index are still scanned."""
-        indexed = {tuple(index.columns) for index in self.videos.list_indices()}
+    def _ensure_key_indexes(self, indexes: list) -> None:
+        """BTREE indexes on the key columns that ``indexes`` (the table's) lack; the optimize() that
+        folds new rows into the ANN index folds them into these too, and rows not yet in an index
+        are still scanned."""
+        indexed = {tuple(index.columns) for index in indexes}
         for column in KEY_COLUMNS:
             if (column,) not in indexed:
                 retry_conflicts(lambda: self.videos.create_index(column, config=BTree()))
 
-    def _index_partitions(self) -> int | None:
-        """The partition count of the vector index, which its name records (stats do not)."""
-        for index in self.videos.list_indices():
-            if index.columns == ["vector"]:
-                return int(index.name.removeprefix("vector_ivf"))
-        return None
-
-    def _build_index(self, rows: int) -> None:
+    def _build_index(self, rows: int, old: int | None) -> None:
+        """Train a vector index for ``rows`` rows in place of the one of ``old`` partitions."""
         partitions = max(1, rows // self.index.partition_rows)
         config = IvfRq(distance_type="cosine", num_partitions=partitions)
-        old = self._index_partitions()
         # The new index is committed before the old one is dropped, so searches never fall back
         # to a full scan in between.
         retry_conflicts(lambda: self.videos.create_index("vector", config=config, name=_index_name(partitions)))
@@ -385,6 +380,14 @@ def _isin_chunks(column: str, values: Iterable[str], chunk: int) -> Iterator[Exp
     values = sorted(set(values))
     for begin in range(0, len(values), chunk):
         yield col(column).isin(values[begin:begin + chunk])
+
+
+def _index_partitions(indexes: list) -> int | None:
+    """The partition count of the vector index among ``indexes``, which its name records (stats do not)."""
+    for index in indexes:
+        if index.columns == ["vector"]:
+            return int(index.name.removeprefix("vector_ivf"))
+    return None
 
 
 def _index_name(partitions: int) -> str:

@@ -30,7 +30,7 @@ def store(tmp_path, request):
     table, as a large library has them), which must change no answer."""
     store = Store.open(str(tmp_path / "db"), dim=DIM)
     if request.param == "key indexes":
-        store._ensure_key_indexes()
+        store._ensure_key_indexes(store.videos.list_indices())
     return store
 
 
