@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from centerclip.search import Result
 
 
-
 def parse_where(text: str) -> tuple[str, str]:
     column, separator, value = text.partition("=")
     if not separator or column not in FILTER_COLUMNS:
