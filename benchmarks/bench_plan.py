@@ -1,8 +1,8 @@
 """A re-run with nothing to do, at library scale: the indexer's plan() over N indexed videos.
 
-A table of ``--videos`` indexed videos (one row each, with a thumbnail, as the indexer writes
-them) and a listing of the same files, built directly (the files themselves are not needed: a
-listing is uris and keys). plan() then finds every listed video indexed and nothing to do; it
+A table of ``--videos`` indexed videos (bench_search.py's rows, each with a thumbnail, as the
+indexer writes them) and a listing of the same files, built directly (the files themselves are not
+needed: a listing is uris and keys). plan() then finds every listed video indexed and nothing to do; it
 looks every listed uri and key up. Timed with the lookups as IN-list queries of IN_CHUNK keys (the
 baseline: ``IndexConfig(lookup_scan_share=inf)``) and as the store does them by default (a lookup of
 many keys reads the column once), first without indexes on the key columns, then after
@@ -23,29 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; pipelines/ is beside it
 
-import numpy as np  # noqa: E402
-
+from bench_search import ClusteredData, write  # noqa: E402
 from centerclip.listing import Listing, Source  # noqa: E402
-from centerclip.store import IN_CHUNK, KEY_COLUMNS, IndexConfig, Store, video_key  # noqa: E402
+from centerclip.store import IN_CHUNK, KEY_COLUMNS, IndexConfig, Store  # noqa: E402
 from pipelines.index import plan  # noqa: E402
-
-BATCH = 100_000
-
-
-def library(store: Store, videos: int) -> Listing:
-    """Write ``videos`` indexed videos into the store; the listing that finds them all."""
-    uris = [f"/library/{i // 1000:04d}/video{i}.mp4" for i in range(videos)]
-    keys = [video_key(uri, 1_000_000 + i, 1_700_000_000 * 10**9) for i, uri in enumerate(uris)]
-    rng = np.random.default_rng(0)
-    for begin in range(0, videos, BATCH):
-        ids, batch = keys[begin:begin + BATCH], uris[begin:begin + BATCH]
-        count = len(ids)
-        store.upsert({"id": ids, "video_id": ids, "kind": ["video"] * count, "uri": batch,
-                      "start": [None] * count, "end": [None] * count,
-                      "vector": rng.standard_normal((count, store.dim)).astype(np.float32),
-                      "model": ["centerclip-tiny"] * count, "schedule": ["none"] * count,
-                      "thumbnail": [b"\xff\xd8 a thumbnail"] * count})
-    return Listing(sources=[Source(uri, key) for uri, key in zip(uris, keys)])
 
 
 def timed_plans(store: Store, listing: Listing, repeats: int, label: str) -> float:
@@ -71,7 +52,8 @@ def main() -> None:
         store = Store.open(f"{scratch}/db", dim=args.dim)
         in_lists = Store(store.videos, store.errors_table, IndexConfig(lookup_scan_share=float("inf")))
         start = time.perf_counter()
-        listing = library(store, args.videos)
+        write(store, ClusteredData(args.dim, centres=64, noise=0.3), args.videos, thumbnail=b"\xff\xd8 a thumbnail")
+        listing = Listing(sources=[Source(f"synthetic://{row}", f"{row:032x}") for row in range(args.videos)])
         print(f"{args.videos:,} indexed videos written in {time.perf_counter() - start:.1f} s")
         timed_plans(in_lists, listing, args.repeats, f"IN lists of {IN_CHUNK:,} keys, no key indexes")
         timed_plans(store, listing, args.repeats, "the default lookups, no key indexes")

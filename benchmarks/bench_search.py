@@ -51,7 +51,8 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def write(store: Store, data: ClusteredData, size: int) -> np.ndarray:
+def write(store: Store, data: ClusteredData, size: int, thumbnail: bytes | None = None) -> np.ndarray:
+    """``size`` rows of ``data`` as videos with ids ``f"{row:032x}"`` and uris ``synthetic://row``."""
     vectors = np.empty((size, data.dim), np.float32)
     for batch, begin in enumerate(range(0, size, BATCH)):
         chunk = data.batch(batch, min(BATCH, size - begin))
@@ -60,7 +61,8 @@ def write(store: Store, data: ClusteredData, size: int) -> np.ndarray:
         store.upsert({"id": ids, "video_id": ids, "kind": ["video"] * len(ids),
                       "uri": [f"synthetic://{row}" for row in range(begin, begin + len(chunk))],
                       "start": [None] * len(ids), "end": [None] * len(ids), "vector": chunk,
-                      "model": ["synthetic"] * len(ids), "schedule": ["none"] * len(ids)})
+                      "model": ["synthetic"] * len(ids), "schedule": ["none"] * len(ids),
+                      "thumbnail": [thumbnail] * len(ids)})
     return vectors
 
 
