@@ -12,6 +12,7 @@ import open_clip
 import pytest
 import torch
 import yaml
+from ray.tune import ExperimentAnalysis
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.sample import Categorical
 
@@ -103,7 +104,10 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_sess
     assert driver.returncode == 0, output[-3000:]
     assert "run the same command again to resume" in output
     # A result holds its trial's pid, timestamp and timings: a trial run again would change it.
-    finished = {path: path.read_text() for path in experiment.glob("*/result.json") if path.stat().st_size}
+    # Finished: the trials Tune had recorded as terminated when it stopped. A trial can have written
+    # its result and not yet ended (it was RUNNING in the saved state); Tune rightly runs it again.
+    terminated = {Path(trial.path) for trial in ExperimentAnalysis(str(experiment)).trials if trial.status == "TERMINATED"}
+    finished = {path: path.read_text() for path in experiment.glob("*/result.json") if path.parent in terminated}
     assert 1 <= len(finished) < len(space)
 
     rows = sweep.main([str(config)])
