@@ -5,6 +5,7 @@ actor loads torch and the model and little else."""
 from __future__ import annotations
 
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +40,22 @@ def cpu_has_bfloat16(torch) -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def without_triton() -> None:
+    """Keep this process from importing Triton, the GPU kernel compiler of torch.compile: the
+    encoders run their model eagerly and never compile it, yet torchvision's import of
+    torch._dynamo imports Triton whenever it is installed, 70 MiB of an encoder actor's memory
+    (benchmarks/RESULTS.md, issue 11). A None entry in sys.modules makes ``import triton`` fail,
+    so torch takes it as absent. No effect where Triton is already loaded."""
+    sys.modules.setdefault("triton", None)
+
+
 class EncodeClips:
     """Encoder stage: the model is loaded once per actor (see EncodeSettings.reduced_precision). Emits one row per clip
     (id, video_id, kind, uri, start, end, vector, model, schedule, metadata, thumbnail) plus the videos that
     failed, as rows with an error and no clip."""
 
     def __init__(self, *, settings: EncodeSettings):
+        without_triton()
         import torch  # here, not at the top: the driver and the decoding processes never load torch
 
         from .encoder import VideoEncoder
