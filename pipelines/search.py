@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the
 
 from centerclip import cli  # noqa: E402  (light: torch and LanceDB load after the arguments are parsed)
 from centerclip.decode_source import path_from_uri  # noqa: E402
-from centerclip.keys import FILTERABLE as FILTER_COLUMNS  # noqa: E402
+from centerclip.keys import FILTERABLE  # noqa: E402
 
 if TYPE_CHECKING:
     from centerclip.search import Result
@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
 def parse_where(text: str) -> tuple[str, str]:
     column, separator, value = text.partition("=")
-    if not separator or column not in FILTER_COLUMNS:
+    if not separator or column not in FILTERABLE:
         raise argparse.ArgumentTypeError(
-            f"expected COLUMN=VALUE with COLUMN one of {', '.join(FILTER_COLUMNS)}, got {text!r}")
+            f"expected COLUMN=VALUE with COLUMN one of {', '.join(FILTERABLE)}, got {text!r}")
     return column, value
 
 
@@ -54,7 +54,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag, weights file or checkpoint of that model (default: the model's own)")
     parser.add_argument("--where", type=parse_where, action="append", default=[], metavar="COLUMN=VALUE",
-                        help=f"keep only rows whose COLUMN equals VALUE ({', '.join(FILTER_COLUMNS)}); "
+                        help=f"keep only rows whose COLUMN equals VALUE ({', '.join(FILTERABLE)}); "
                              "repeat a column to accept any of several values, repeat columns to require all")
     return parser
 

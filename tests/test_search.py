@@ -1,3 +1,4 @@
+import argparse
 import json
 import re
 import runpy
@@ -11,7 +12,7 @@ import torch
 from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.search import Result, Searcher
 from centerclip.store import FILTERABLE, Store, moment_key, video_key
-from pipelines.search import FILTER_COLUMNS, main
+from pipelines.search import main, parse_where
 
 CAPTIONS = ["a red circle moves left", "a blue square spins", "two green triangles bounce",
             "a yellow star fades out", "a man is cooking pasta", "a dog runs on a beach"]
@@ -107,7 +108,10 @@ def test_queries_that_are_not_text_say_what_was_given(searcher):
 
 
 def test_the_cli_offers_exactly_the_filterable_columns():
-    assert FILTER_COLUMNS == FILTERABLE
+    assert [parse_where(f"{column}=a=b") for column in FILTERABLE] == [(column, "a=b") for column in FILTERABLE]
+    for text in ("metadata=x", "vector=1", "uri", "=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"COLUMN one of {', '.join(FILTERABLE)}, got {text!r}")):
+            parse_where(text)
 
 
 def test_empty_queries_are_refused_and_long_ones_truncated(searcher):
