@@ -39,6 +39,7 @@ from centerclip.datasets.synthetic import ensure_synthetic  # noqa: E402
 from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch  # noqa: E402
 from centerclip.listing import list_inputs  # noqa: E402
 from centerclip.models import EncoderConfig, model_shape  # noqa: E402
+from centerclip.progress import quiet_ray  # noqa: E402
 from centerclip.store import Store  # noqa: E402
 from centerclip.video import SamplingConfig  # noqa: E402
 from pipelines.index import IndexJob, run, write  # noqa: E402
@@ -174,8 +175,8 @@ def main() -> None:
     folder = ensure_synthetic(Path(args.cache) / f"bench-index-{args.videos}", args.videos, seed=2) / "videos"
     print(f"load before: {os.getloadavg()[0]:.2f} (1 min average; {os.cpu_count()} cores)")
     cpu = TreeCPU()
+    quiet_ray()  # as the index job does: no progress bars, no warning about LanceDB and the loop's fork of its decode worker
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     ratios = []
     with tempfile.TemporaryDirectory() as scratch:
         # The loop with one forward on all cores, once, for reference: it is never the faster one.
