@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import statistics
 import sys
@@ -133,7 +132,7 @@ def single_process(folder: Path, db: str, batch_size: int, parallel_forwards: bo
     first = None
     for begin in range(0, len(sources), batch_size):
         batch = sources_batch(sources[begin:begin + batch_size])
-        decoded = [decode({name: values[i:i + 1] for name, values in batch.items()}) for i in range(len(batch["uri"]))]
+        decoded = [part for i in range(len(batch["uri"])) for part in decode({name: values[i:i + 1] for name, values in batch.items()})]
         merged = {name: np.concatenate([d[name] for d in decoded]) for name in decoded[0]}
         write(store, encode(merged))
         first = first or (time.perf_counter(), begin + len(batch["uri"]))
@@ -166,8 +165,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=800, help="synthetic videos to index (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the baseline loop and of the pipeline, "
                         "alternately; the last line is the median ratio (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call")
-    parser.add_argument("--decode-batch-size", type=int, help="videos per decoder call (default: the pipeline's)")
+    parser.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="videos per call (default: %(default)s)")
     parser.add_argument("--decoders", type=int, help="Ray decoder actors (default: the pipeline's own sizing)")
     parser.add_argument("--encoders", type=int, help="Ray encoder actors (default: the pipeline's own sizing)")
     parser.add_argument("--cache", default=".cache/centerclip", help="where the videos are generated")
@@ -191,8 +189,6 @@ def main() -> None:
                   f"steady {loop:.1f} videos/s, {per_video:.1f} CPU ms/video")
             job = IndexJob(inputs=(str(folder),), db=f"{scratch}/ray-{repeat}", batch_size=args.batch_size,
                            decoders=args.decoders, encoders=args.encoders)
-            if args.decode_batch_size:
-                job = dataclasses.replace(job, decode_batch_size=args.decode_batch_size)
             startup, rate, videos, window, summary = pipeline(job, cpu)
             per_video = cpu.between(*window) / videos * 1000
             print(f"[{repeat + 1}] Ray Data pipeline: start-up {startup:.1f} s, steady {rate:.1f} videos/s while decoding and "

@@ -6,6 +6,7 @@ of carrying a deep-learning runtime it never uses."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +30,11 @@ class DecodeVideos:
     (video.Decoder), so a file that crashes or hangs the decoder costs that video only; it leaves
     with an error instead."""
 
-    def __init__(self, *, sampling: SamplingConfig, moments: MomentConfig = MomentConfig(), timeout: float = 120.0):
+    def __init__(self, *, sampling: SamplingConfig, moments: MomentConfig = MomentConfig(), timeout: float = 120.0,
+                 block_bytes: int = 128 << 20):
         self.sampling = sampling
         self.moments = moments
+        self.block_bytes = block_bytes  # Ray Data's target block size (DataContext.target_max_block_size)
         self.decoder = Decoder(timeout=timeout)
 
     def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None], list[bytes]]:
@@ -40,25 +43,36 @@ class DecodeVideos:
         starts = [None] + [moment.start for moment in moments]
         ends = [None] + [moment.end for moment in moments]
         clips = [whole.frames] + [moment.frames for moment in moments]
-        # Thumbnails from the uncropped frames: the whole picture, at the decoded size.
-        return center_crop(np.stack(clips), self.sampling.size), starts, ends, [thumbnail(clip) for clip in clips]
+        # Thumbnails from the uncropped frames: the whole picture, at the decoded size. Each clip is
+        # cropped before stacking, so the uncropped frames are never copied.
+        return (np.stack([center_crop(clip, self.sampling.size) for clip in clips]), starts, ends,
+                [thumbnail(clip) for clip in clips])
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """The batch's videos, decoded, in parts of at least ``block_bytes`` of frames (the last part
+        may be less), each video whole in one part: Ray Data ships each part as it comes, so a call
+        holds about one block of frames at a time however long its videos are."""
         empty = np.zeros((0, self.sampling.frames, self.sampling.size, self.sampling.size, 3), np.uint8)
-        frames, starts, ends, thumbnails, errors = [], [], [], [], []
-        for uri in batch["uri"]:
+        part: list[tuple[int, np.ndarray, list, list, list[bytes], str]] = []
+        size = 0
+        for row, uri in enumerate(batch["uri"]):
             try:
-                clip_frames, clip_starts, clip_ends, clip_thumbnails = self.clips(uri)
-                error = ""
+                part.append((row, *self.clips(uri), ""))
             except VideoDecodeError as failure:
-                clip_frames, clip_starts, clip_ends, clip_thumbnails, error = empty, [], [], [], failure.reason
-            frames.append(clip_frames)
-            thumbnails.append(clip_thumbnails)
-            starts.append(json.dumps(clip_starts))
-            ends.append(json.dumps(clip_ends))
-            errors.append(error)
-        return {**batch, "frames": _ragged(frames), "thumbnails": _ragged(thumbnails), "starts": np.array(starts, dtype=object),
-                "ends": np.array(ends, dtype=object), "error": np.array(errors, dtype=object)}
+                part.append((row, empty, [], [], [], failure.reason))
+            size += part[-1][1].nbytes
+            if size >= self.block_bytes:
+                yield _part(batch, part)
+                part, size = [], 0
+        if part:
+            yield _part(batch, part)
+
+
+def _part(batch: dict[str, np.ndarray], part: list[tuple[int, np.ndarray, list, list, list[bytes], str]]) -> dict[str, np.ndarray]:
+    rows, frames, starts, ends, thumbnails, errors = zip(*part)
+    return {**{name: values[list(rows)] for name, values in batch.items()}, "frames": _ragged(frames),
+            "thumbnails": _ragged(thumbnails), "starts": np.array([json.dumps(s) for s in starts], dtype=object),
+            "ends": np.array([json.dumps(e) for e in ends], dtype=object), "error": np.array(errors, dtype=object)}
 
 
 def _ragged(values: list) -> np.ndarray:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from centerclip import VideoEncoder
@@ -114,7 +115,7 @@ cli.run(index.main, sys.argv[1:])
 def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, tmp_path):
     db = str(tmp_path / "db")
     command = [sys.executable, "-c", KILLED_AFTER_THREE_WRITES, str(synthetic_small / "videos"), "--db", db, *MODEL,
-               "--batch-size", "1", "--decode-batch-size", "1"]  # one video per write
+               "--batch-size", "1"]  # one video per write
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     killed = subprocess.run(command, cwd=Path(__file__).parents[1], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
@@ -157,3 +158,28 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
     assert calls == ["sample_video"]
     assert len(thumbnails) == 4 and all(jpeg.startswith(b"\xff\xd8") for jpeg in thumbnails)
     assert frames.shape == (4, 4, 32, 32, 3) and starts == [None, 0.0, 10.0, 20.0] and ends == [None, 10.0, 20.0, 25.0]
+
+
+def test_a_decoder_call_ships_its_videos_in_parts_of_a_block_each_video_whole(corpus):
+    from centerclip.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.video import SamplingConfig
+
+    uris = [str(corpus / name) for name in ("long one.mp4", "notes.mp4", sorted(p.name for p in corpus.glob("video*.mp4"))[0])]
+    batch = {"uri": np.array(uris, dtype=object), "key": np.array(["a", "b", "c"], dtype=object),
+             "metadata": np.array(["{}"] * 3, dtype=object)}
+    clip_bytes = 4 * 32 * 32 * 3
+    sampling = SamplingConfig(frames=4, size=32)
+    one_part = DecodeVideos(sampling=sampling, moments=MomentConfig(10, 10, 20))
+    parted = DecodeVideos(sampling=sampling, moments=MomentConfig(10, 10, 20), block_bytes=2 * clip_bytes)
+    try:
+        [whole] = list(one_part(batch))
+        parts = list(parted(batch))
+    finally:
+        one_part.decoder.close()
+        parted.decoder.close()
+    # The long video (4 clips) fills a part alone; the failed file and the short video (1 clip) end the call together.
+    assert [list(part["key"]) for part in parts] == [["a"], ["b", "c"]]
+    assert [len(frames) for frames in whole["frames"]] == [4, 0, 1] and whole["error"][1] and not whole["error"][2]
+    for name in whole:
+        joined = [value for part in parts for value in part[name]]
+        assert all(np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(whole[name], joined)), name
