@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--input", choices=("640x360", "1280x720"), default="640x360",
                         help="which of bench_sizing.py's inputs (default: %(default)s)")
     parser.add_argument("--schedule", default="none", help="token-clustering schedule (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="videos per encoder call (default: the pipeline's)")
+    parser.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="videos per call (default: the pipeline's, %(default)s)")
     parser.add_argument("--cache", default=".cache/centerclip/sizing", help="where the test videos are written")
     args = parser.parse_args()
     name, (width, height, seconds) = next((name, size) for name, size in INPUTS.items() if name.startswith(args.input))
