@@ -51,8 +51,8 @@ def without_triton() -> None:
 
 class EncodeClips:
     """Encoder stage: the model is loaded once per actor (see EncodeSettings.reduced_precision). Emits one row per clip
-    (id, video_id, kind, uri, start, end, vector, model, schedule, metadata, thumbnail) plus the videos that
-    failed, as rows with an error and no clip."""
+    (id, video_id, kind, uri, start, end, vector, model, schedule, metadata, thumbnail, video_rows) plus the videos
+    that failed, as rows with an error and no clip."""
 
     def __init__(self, *, settings: EncodeSettings):
         without_triton()
@@ -100,7 +100,7 @@ class EncodeClips:
                     errors[i], stages[i] = f"cannot encode: {failure}", "encode"
                 good, vectors = [], vectors[:0]
         rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "thumbnail",
-                                                       "error", "stage")}
+                                                       "error", "stage", "video_rows")}
 
         def add(**values: Any) -> None:
             for name, value in values.items():
@@ -111,14 +111,15 @@ class EncodeClips:
             for start, end, jpeg in zip(json.loads(batch["starts"][i]), json.loads(batch["ends"][i]), batch["thumbnails"][i]):
                 add(id=key if start is None else moment_key(key, start, end), video_id=key,
                     kind="video" if start is None else "moment", uri=batch["uri"][i], start=start, end=end,
-                    metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="")
+                    metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="", video_rows=len(batch["thumbnails"][i]))
         failed = [i for i, error in enumerate(errors) if error]
         for i in failed:
             add(id=batch["key"][i], video_id=batch["key"][i], kind="video", uri=batch["uri"][i], start=None, end=None,
-                metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i])
+                metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i], video_rows=1)
         count = len(rows["id"])
         return {
-            **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end")},
+            **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end", "video_rows")},
+            "video_rows": np.array(rows["video_rows"], dtype=np.int64),  # how many rows this row's video has (WholeVideos)
             # NaN stands for "whole video" here: Ray Data columns need one dtype; the writer maps it to null.
             "start": np.array([np.nan if v is None else v for v in rows["start"]], dtype=np.float64),
             "end": np.array([np.nan if v is None else v for v in rows["end"]], dtype=np.float64),

@@ -5,9 +5,10 @@ listing (centerclip.listing) -> DecodeVideos (CPU, centerclip.decode_stage) -> E
 centerclip.encode_stage) -> Store.upsert
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
-video and, for long videos, its moments), so every batch the writer sees holds whole videos and a
-video is either fully written or not at all. A video that fails keeps its row, with an error and
-the stage it failed at, and ends in the errors table instead.
+video and, for long videos, its moments). The encoder emits a row per clip; Ray Data may cut a
+call's output into blocks, so WholeVideos gathers the rows again and every batch the writer sees
+holds whole videos: a video is either fully written or not at all. A video that fails keeps its
+row, with an error and the stage it failed at, and ends in the errors table instead.
 """
 
 from __future__ import annotations
@@ -18,10 +19,40 @@ from .decode_stage import DecodeVideos, MomentConfig
 from .encode_stage import EncodeClips, EncodeSettings
 from .listing import Source
 
-__all__ = ["DecodeVideos", "EncodeClips", "EncodeSettings", "MomentConfig", "sources_batch"]
+__all__ = ["DecodeVideos", "EncodeClips", "EncodeSettings", "MomentConfig", "WholeVideos", "sources_batch"]
 
 
 def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
     return {"uri": np.array([s.uri for s in sources], dtype=object),
             "key": np.array([s.key for s in sources], dtype=object),
             "metadata": np.array([s.metadata for s in sources], dtype=object)}
+
+
+class WholeVideos:
+    """The encoder's rows, gathered into whole videos. Ray Data cuts a call's output into blocks of
+    its block size, so the rows of one video can arrive in several batches, among other calls'
+    batches: they wait here until the last one comes (each row says how many rows its video has,
+    ``video_rows``). A row that arrives twice counts once."""
+
+    def __init__(self):
+        self.waiting: dict[str, np.ndarray] | None = None
+
+    def add(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The rows of the videos that are now whole (possibly none)."""
+        if self.waiting is not None:
+            batch = {name: np.concatenate([self.waiting[name], values]) for name, values in batch.items()}
+        _, first = np.unique(batch["id"], return_index=True)
+        if len(first) < len(batch["id"]):
+            batch = _take(batch, np.sort(first))
+        _, video, rows = np.unique(batch["video_id"], return_inverse=True, return_counts=True)
+        whole = rows[video.reshape(-1)] == batch["video_rows"]
+        self.waiting = None if whole.all() else _take(batch, ~whole)
+        return _take(batch, whole)
+
+    def left(self) -> dict[str, np.ndarray] | None:
+        """Rows of videos that never became whole (none unless rows were lost)."""
+        return self.waiting
+
+
+def _take(batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[rows] for name, values in batch.items()}

@@ -223,7 +223,7 @@ def failures(store: Store, uris: set[str], first: int = 20) -> dict:
 def run(job: IndexJob, progress=None) -> dict:
     """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.progress).
     Neither torch nor Ray is loaded unless there is something to encode or search."""
-    from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, sources_batch
+    from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, WholeVideos, sources_batch
     from centerclip.listing import list_inputs
     from centerclip.models import ModelShape, check_encoder
     from centerclip.progress import LoggedProgress, quiet_ray
@@ -279,13 +279,24 @@ def run(job: IndexJob, progress=None) -> dict:
                          compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus,
                          num_cpus=sizes.encoder_cpus, batch_format="numpy")
         )
+        gathered = WholeVideos()
         with (progress or LoggedProgress)(len(todo)) as shown:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                counts = write(store, batch)
+                whole = gathered.add(batch)
+                if not len(whole["id"]):
+                    continue
+                counts = write(store, whole)
                 videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
                 last_batch = time.perf_counter() - started
                 first_batch = first_batch or (last_batch, videos + errors)
                 shown.update(*counts)
+            lost = gathered.left()
+            if lost is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
+                keys = dict(zip(lost["video_id"], lost["uri"]))
+                store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came back "
+                                     "from the encoder"} for key, uri in keys.items())
+                errors += len(keys)
+                shown.update(0, 0, len(keys))
         if own_ray:
             ray.shutdown()  # a local Ray's processes (about 1 GB) go before the search loads a model here
     pruned = store.prune(listing.covers, listing.uris()) if job.prune else None

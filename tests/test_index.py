@@ -183,3 +183,37 @@ def test_a_decoder_call_ships_its_videos_in_parts_of_a_block_each_video_whole(co
     for name in whole:
         joined = [value for part in parts for value in part[name]]
         assert all(np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(whole[name], joined)), name
+
+
+def test_videos_reach_the_encoder_in_blocks_and_the_table_whole(ray_session, corpus, tmp_path, monkeypatch):
+    # A block of one byte: every decoded video fills a block alone, so each encoder call holds one
+    # (8 in one call without blocks), and Ray Data cuts every call's output into blocks of one row,
+    # so the long video's 4 rows reach the driver apart: they must still be written together.
+    import ray.data
+
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 1)
+    write, written = index.write, []  # the videos of each write that decoded
+    monkeypatch.setattr(index, "write", lambda store, batch: written.append(sorted(set(batch["video_id"][batch["error"] == ""])))
+                        or write(store, batch))
+    db = str(tmp_path / "db")
+    summary = index.main([str(corpus), "--db", db, *MODEL, "--batch-size", "8"])
+    assert summary["videos"] == 7 and summary["errors"] == 3 and summary["moments"] == 3
+    assert sum(map(len, written)) == 7 and max(map(len, written)) == 1
+    table = rows(db)
+    assert len(table) == 10 and sum(row["kind"] == "moment" for row in table) == 3
+
+
+def test_whole_videos_gathers_a_videos_rows_from_any_batches_once_each():
+    from centerclip.indexing import WholeVideos
+
+    def batch(*rows):  # (id, video_id, video_rows)
+        ids, videos, counts = zip(*rows)
+        return {"id": np.array(ids, dtype=object), "video_id": np.array(videos, dtype=object), "video_rows": np.array(counts)}
+
+    gathered = WholeVideos()
+    assert list(gathered.add(batch(("a", "a", 1), ("b", "b", 3), ("b@0", "b", 3)))["id"]) == ["a"]
+    assert list(gathered.add(batch(("c", "c", 2), ("b@0", "b", 3)))["id"]) == []  # b@0 again: still 2 of b's 3
+    assert sorted(gathered.add(batch(("b@1", "b", 3), ("c@0", "c", 2)))["id"]) == ["b", "b@0", "b@1", "c", "c@0"]
+    assert gathered.left() is None
+    gathered.add(batch(("d", "d", 2)))
+    assert list(gathered.left()["id"]) == ["d"]
