@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .decode_source import local_file
 from .thumbnails import thumbnail
-from .video import Decoder, SamplingConfig, VideoDecodeError, center_crop
+from .video import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,9 @@ class DecodeVideos:
         self.decoder = Decoder(timeout=timeout)
 
     def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None], list[bytes]]:
-        whole, *moments = self.decoder.sample_video(uri, self.sampling, self.moments.length, self.moments.stride,
-                                                    self.moments.min_duration)
-        starts = [None] + [moment.start for moment in moments]
-        ends = [None] + [moment.end for moment in moments]
-        clips = [whole.frames] + [moment.frames for moment in moments]
-        # Thumbnails from the uncropped frames: the whole picture, at the decoded size. Each clip is
-        # cropped before stacking, so the uncropped frames are never copied.
-        return (np.stack([center_crop(clip, self.sampling.size) for clip in clips]), starts, ends,
-                [thumbnail(clip) for clip in clips])
+        # Remote files are copied here, so a killed worker leaves no temporary file behind.
+        with local_file(uri, None, self.sampling.limits.max_bytes) as local:
+            return self.decoder.call(uri, index_clips, local, self.sampling, self.moments)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """The batch's videos, decoded, in parts of at least ``block_bytes`` of frames (the last part
@@ -66,6 +61,18 @@ class DecodeVideos:
                 part, size = [], 0
         if part:
             yield _part(batch, part)
+
+
+def index_clips(path: str, sampling: SamplingConfig, moments: MomentConfig
+                ) -> tuple[np.ndarray, list[float | None], list[float | None], list[bytes]]:
+    """In the decode worker: one video's clips (the whole video, then its moments, from one
+    decoding pass), cropped and stacked, their windows (None: the whole video) and thumbnails.
+    Cropping and thumbnails happen here, so only the cropped frames cross the pipe."""
+    whole, *windows = sample_video(path, sampling, moments.length, moments.stride, moments.min_duration)
+    clips = [whole.frames] + [moment.frames for moment in windows]
+    # Thumbnails from the uncropped frames: the whole picture, at the decoded size.
+    return (np.stack([center_crop(clip, sampling.size) for clip in clips]), [None] + [moment.start for moment in windows],
+            [None] + [moment.end for moment in windows], [thumbnail(clip) for clip in clips])
 
 
 def _part(batch: dict[str, np.ndarray], part: list[tuple[int, np.ndarray, list, list, list[bytes], str]]) -> dict[str, np.ndarray]:

@@ -155,7 +155,7 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
         frames, starts, ends, thumbnails = stage.clips(str(corpus / "long one.mp4"))
     finally:
         stage.decoder.close()
-    assert calls == ["sample_video"]
+    assert calls == ["index_clips"]
     assert len(thumbnails) == 4 and all(jpeg.startswith(b"\xff\xd8") for jpeg in thumbnails)
     assert frames.shape == (4, 4, 32, 32, 3) and starts == [None, 0.0, 10.0, 20.0] and ends == [None, 10.0, 20.0, 25.0]
 
