@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from centerclip import EncoderConfig
     from centerclip.indexing import MomentConfig
     from centerclip.listing import Listing, Source
+    from centerclip.models import ModelShape
     from centerclip.search import Searcher
     from centerclip.store import Store
 
@@ -220,15 +221,84 @@ def failures(store: Store, uris: set[str], first: int = 20) -> dict:
             "first": [{name: row[name] for name in ("uri", "stage", "reason")} for row in errors[:first]]}
 
 
+@dataclass(frozen=True)
+class Written:
+    """What ``encode`` wrote: videos, their moments, and videos that failed; when the first batch
+    was written (seconds since the job started, videos written by then), and the last."""
+
+    videos: int = 0
+    moments: int = 0
+    errors: int = 0
+    first_batch: tuple[float, int] | None = None
+    last_batch: float | None = None
+
+
+def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source], progress,
+           started: float) -> Written:
+    """Decode and encode ``todo`` with Ray Data (on the cluster of `ray job submit`, else on a local
+    Ray started here and shut down after) and write their rows, whole videos at a time."""
+    import ray
+
+    from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, WholeVideos, sources_batch
+    from centerclip.progress import LoggedProgress, quiet_ray
+    from centerclip.video import SamplingConfig
+
+    quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
+        # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
+        ray.init(include_dashboard=False)
+    sizes = pools(job, ray.cluster_resources())
+    sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
+    settings = EncodeSettings(encoder=config, threads=sizes.threads, reduced_precision=not job.fp32)
+    # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
+    # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried,
+    # by Ray Data's defaults for actor pools (its per-call remote args are deprecated).
+    # Memory stays near a block per call whatever the videos' length: a decoder call ships its
+    # videos in parts of a block of frames, and the encoder takes the blocks as they come
+    # (batch_size=None), so a call of long videos never gathers them all.
+    block_bytes = ray.data.DataContext.get_current().target_max_block_size
+    dataset = (
+        ray.data.from_items([dict(zip(("uri", "key", "metadata"), row)) for row in zip(*sources_batch(todo).values())])
+        .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments, "block_bytes": block_bytes},
+                     batch_size=job.batch_size, compute=sizes.strategy("decoders"), num_cpus=sizes.decoder_cpus,
+                     batch_format="numpy")
+        .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=None,
+                     compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus, num_cpus=sizes.encoder_cpus,
+                     batch_format="numpy")
+    )
+    videos = moments = errors = 0
+    first_batch = last_batch = None
+    gathered = WholeVideos()
+    with (progress or LoggedProgress)(len(todo)) as shown:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            whole = gathered.add(batch)
+            if not len(whole["id"]):
+                continue
+            counts = write(store, whole)
+            videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
+            last_batch = time.perf_counter() - started
+            first_batch = first_batch or (last_batch, videos + errors)
+            shown.update(*counts)
+        lost = gathered.left()
+        if lost is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
+            keys = dict(zip(lost["video_id"], lost["uri"]))
+            store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came back "
+                                 "from the encoder"} for key, uri in keys.items())
+            errors += len(keys)
+            shown.update(0, 0, len(keys))
+    if own_ray:
+        ray.shutdown()  # a local Ray's processes (about 1 GB) go before the search loads a model here
+    return Written(videos, moments, errors, first_batch, last_batch)
+
+
 def run(job: IndexJob, progress=None) -> dict:
     """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.progress).
     Neither torch nor Ray is loaded unless there is something to encode or search."""
-    from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, WholeVideos, sources_batch
     from centerclip.listing import list_inputs
     from centerclip.models import ModelShape, check_encoder
-    from centerclip.progress import LoggedProgress, quiet_ray
     from centerclip.store import Store
-    from centerclip.video import SamplingConfig
 
     started = time.perf_counter()
     config = encoder_config(job).resolved()
@@ -247,58 +317,8 @@ def run(job: IndexJob, progress=None) -> dict:
     log.info("%d videos found, %d already indexed, %d failed before (--retry-errors tries them again), %d to index; "
              "%d inputs are not videos or cannot be read", len(sources), work.indexed, work.failed_before, len(todo),
              len(listing.errors))
-    videos = moments = errors = 0
-    first_batch = last_batch = None  # (seconds since start, videos) when the first batch was written; seconds of the last
-    if todo:
-        quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
-        import ray
-
-        own_ray = not ray.is_initialized()
-        if own_ray:
-            # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
-            # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
-            ray.init(include_dashboard=False)
-        sizes = pools(job, ray.cluster_resources())
-        sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
-        settings = EncodeSettings(encoder=config, threads=sizes.threads, reduced_precision=not job.fp32)
-        # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
-        # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried,
-        # by Ray Data's defaults for actor pools (its per-call remote args are deprecated).
-        # Memory stays near a block per call whatever the videos' length: a decoder call ships its
-        # videos in parts of a block of frames, and the encoder takes the blocks as they come
-        # (batch_size=None), so a call of long videos never gathers them all.
-        block_bytes = ray.data.DataContext.get_current().target_max_block_size
-        dataset = (
-            ray.data.from_items([dict(zip(("uri", "key", "metadata"), row))
-                                 for row in zip(*sources_batch(todo).values())])
-            .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments,
-                                                              "block_bytes": block_bytes},
-                         batch_size=job.batch_size, compute=sizes.strategy("decoders"),
-                         num_cpus=sizes.decoder_cpus, batch_format="numpy")
-            .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=None,
-                         compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus,
-                         num_cpus=sizes.encoder_cpus, batch_format="numpy")
-        )
-        gathered = WholeVideos()
-        with (progress or LoggedProgress)(len(todo)) as shown:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                whole = gathered.add(batch)
-                if not len(whole["id"]):
-                    continue
-                counts = write(store, whole)
-                videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
-                last_batch = time.perf_counter() - started
-                first_batch = first_batch or (last_batch, videos + errors)
-                shown.update(*counts)
-            lost = gathered.left()
-            if lost is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
-                keys = dict(zip(lost["video_id"], lost["uri"]))
-                store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came back "
-                                     "from the encoder"} for key, uri in keys.items())
-                errors += len(keys)
-                shown.update(0, 0, len(keys))
-        if own_ray:
-            ray.shutdown()  # a local Ray's processes (about 1 GB) go before the search loads a model here
+    written = encode(job, config, shape, store, todo, progress, started) if todo else Written()
+    videos, moments, errors = written.videos, written.moments, written.errors
     pruned = store.prune(listing.covers, listing.uris()) if job.prune else None
     index = store.ensure_index()
     seconds = time.perf_counter() - started
@@ -308,10 +328,11 @@ def run(job: IndexJob, progress=None) -> dict:
                **({"pruned": pruned} if pruned is not None else {}),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
                "videos_per_s": round((videos + errors) / seconds, 2), "failures": failed}
-    if first_batch:
+    if written.first_batch:
         # Start-up (Ray, actors, model loads, the first batch) apart from the rate after it.
-        steady = (videos + errors - first_batch[1]) / max(last_batch - first_batch[0], 1e-9)
-        summary |= {"startup_s": round(first_batch[0], 2), "steady_s": round(last_batch - first_batch[0], 2),
+        first_s, first_videos = written.first_batch
+        steady = (videos + errors - first_videos) / max(written.last_batch - first_s, 1e-9)
+        summary |= {"startup_s": round(first_s, 2), "steady_s": round(written.last_batch - first_s, 2),
                     "steady_videos_per_s": round(steady, 2)}
     if query:
         from centerclip.search import Searcher
