@@ -19,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # sys.path[0] is benchmarks/; centerclip/ is beside it
+
+from centerclip.datasets.synthetic import write_video  # noqa: E402
 
 
 def tree(root: int) -> list[tuple[int, str]]:
@@ -62,19 +63,12 @@ def peak(command: list[str], cwd: str) -> tuple[int, list[tuple[int, str]]]:
     return best
 
 
-def write_video(path: Path, seconds: int, fps: int = 10) -> None:
-    """A small H.264 video of moving stripes: cheap to decode, ``seconds`` long."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        for index in range(seconds * fps):
-            image = np.zeros((32, 48, 3), np.uint8)
-            image[:, (index + np.arange(48)) % 12 < 6] = (200, 60, 30)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+def stripes(seconds: int, fps: int = 10) -> np.ndarray:
+    """Frames of small moving stripes (48x32): cheap to decode, ``seconds`` long."""
+    frames = np.zeros((seconds * fps, 32, 48, 3), np.uint8)
+    for index, frame in enumerate(frames):
+        frame[:, (index + np.arange(48)) % 12 < 6] = (200, 60, 30)
+    return frames
 
 
 def report(label: str, found: tuple[int, list[tuple[int, str]]]) -> float:
@@ -95,8 +89,9 @@ def main() -> None:
         report("default job (40 sample videos)", peak(index, scratch))
         videos = Path(scratch) / "long"
         videos.mkdir()
+        frames = stripes(seconds=120)
         for number in range(args.videos):
-            write_video(videos / f"long{number:03d}.mp4", seconds=120)
+            write_video(frames, videos / f"long{number:03d}.mp4", fps=10)
         whole_only = ["--moments-after", "1000"]
         report("long videos, whole-video clips only", peak([*index, str(videos), "--db", f"{scratch}/whole.lancedb",
                                                             *whole_only], scratch))
