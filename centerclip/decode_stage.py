@@ -16,6 +16,10 @@ from .thumbnails import thumbnail
 from .video import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
 
 
+# One video, decoded: (its row in the call's batch, frames, starts, ends, thumbnails, error).
+Decoded = tuple[int, np.ndarray, list, list, list[bytes], str]
+
+
 @dataclass(frozen=True)
 class MomentConfig:
     """Videos longer than ``min_duration`` seconds also get one row per window."""
@@ -48,7 +52,7 @@ class DecodeVideos:
         may be less), each video whole in one part: Ray Data ships each part as it comes, so a call
         holds about one block of frames at a time however long its videos are."""
         empty = np.zeros((0, self.sampling.frames, self.sampling.size, self.sampling.size, 3), np.uint8)
-        part: list[tuple[int, np.ndarray, list, list, list[bytes], str]] = []
+        part: list[Decoded] = []
         size = 0
         for row, uri in enumerate(batch["uri"]):
             try:
@@ -75,7 +79,7 @@ def index_clips(path: str, sampling: SamplingConfig, moments: MomentConfig
             [None] + [moment.end for moment in windows], [thumbnail(clip) for clip in clips])
 
 
-def _part(batch: dict[str, np.ndarray], part: list[tuple[int, np.ndarray, list, list, list[bytes], str]]) -> dict[str, np.ndarray]:
+def _part(batch: dict[str, np.ndarray], part: list[Decoded]) -> dict[str, np.ndarray]:
     rows, frames, starts, ends, thumbnails, errors = zip(*part)
     return {**{name: values[list(rows)] for name, values in batch.items()}, "frames": _ragged(frames),
             "thumbnails": _ragged(thumbnails), "starts": np.array([json.dumps(s) for s in starts], dtype=object),

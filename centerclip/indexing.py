@@ -45,8 +45,11 @@ class WholeVideos:
         if len(first) < len(batch["id"]):
             batch = _take(batch, np.sort(first))
         _, video, rows = np.unique(batch["video_id"], return_inverse=True, return_counts=True)
-        whole = rows[video.reshape(-1)] == batch["video_rows"]
-        self.waiting = None if whole.all() else _take(batch, ~whole)
+        whole = rows[video] == batch["video_rows"]
+        if whole.all():  # as nearly always: no copy
+            self.waiting = None
+            return batch
+        self.waiting = _take(batch, ~whole)
         return _take(batch, whole)
 
     def left(self) -> dict[str, np.ndarray] | None:
