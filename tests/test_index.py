@@ -162,11 +162,12 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
 
 def test_a_decoder_call_ships_its_videos_in_parts_of_a_block_each_video_whole(corpus):
     from centerclip.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.indexing import sources_batch
+    from centerclip.listing import Source
     from centerclip.video import SamplingConfig
 
     uris = [str(corpus / name) for name in ("long one.mp4", "notes.mp4", sorted(p.name for p in corpus.glob("video*.mp4"))[0])]
-    batch = {"uri": np.array(uris, dtype=object), "key": np.array(["a", "b", "c"], dtype=object),
-             "metadata": np.array(["{}"] * 3, dtype=object)}
+    batch = sources_batch([Source(uri, key) for uri, key in zip(uris, "abc")])
     clip_bytes = 4 * 32 * 32 * 3
     sampling = SamplingConfig(frames=4, size=32)
     one_part = DecodeVideos(sampling=sampling, moments=MomentConfig(10, 10, 20))
