@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from centerclip import clustering
+from centerclip.model import clustering
 
 SEGMENTS, FRAMES, PATCHES, DIM, K = 64, 3, 49, 768, 49
 

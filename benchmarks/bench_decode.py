@@ -21,7 +21,7 @@ import av  # before decord: see centerclip/video.py
 import decord
 import numpy as np
 
-from centerclip.video import Decoder, SamplingConfig, sample_clip
+from centerclip.media.decoding import Decoder, SamplingConfig, sample_clip
 
 FPS, SECONDS = 25, 10
 SIZES = [(320, 240), (640, 360)]

@@ -16,7 +16,7 @@ import time
 import torch
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder
-from centerclip.flops import VisionShape, video_cost
+from centerclip.model.flops import VisionShape, video_cost
 
 PAPER_SCHEDULES = {"ViT-B-32": "kmedoids@6:4x49", "ViT-B-16": "kmedoids@6:4x160"}
 FRAMES = 12

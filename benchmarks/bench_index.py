@@ -35,12 +35,12 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from centerclip.datasets.synthetic import ensure_synthetic  # noqa: E402
-from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch  # noqa: E402
-from centerclip.listing import list_inputs  # noqa: E402
-from centerclip.models import EncoderConfig, model_shape  # noqa: E402
-from centerclip.progress import quiet_ray  # noqa: E402
-from centerclip.store import Store  # noqa: E402
-from centerclip.video import SamplingConfig  # noqa: E402
+from centerclip.index.batching import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch  # noqa: E402
+from centerclip.index.listing import list_inputs  # noqa: E402
+from centerclip.model.registry import EncoderConfig, model_shape  # noqa: E402
+from centerclip.index.progress import quiet_ray  # noqa: E402
+from centerclip.index.store import Store  # noqa: E402
+from centerclip.media.decoding import SamplingConfig  # noqa: E402
 from pipelines.index import IndexJob, run, write  # noqa: E402
 
 

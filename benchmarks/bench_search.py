@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from centerclip.store import KEY_COLUMNS, IndexConfig, Store
+from centerclip.index.store import KEY_COLUMNS, IndexConfig, Store
 
 BATCH = 50_000
 

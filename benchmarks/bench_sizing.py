@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from centerclip.decode_stage import DecodeVideos, MomentConfig  # noqa: E402
-from centerclip.video import SamplingConfig  # noqa: E402
+from centerclip.index.decode_stage import DecodeVideos, MomentConfig  # noqa: E402
+from centerclip.media.decoding import SamplingConfig  # noqa: E402
 
 INPUTS = {"640x360, 30 s": (640, 360, 30), "1280x720, 2 min": (1280, 720, 120)}
 FPS = 30
@@ -98,9 +98,9 @@ def encode_rate(schedule: str, device: str, videos: int, repeats: int) -> tuple[
     per CPU-second of this process."""
     import torch
 
-    from centerclip.encode_stage import EncodeClips, EncodeSettings
-    from centerclip.models import EncoderConfig
-    from centerclip.schedule import Schedule
+    from centerclip.index.encode_stage import EncodeClips, EncodeSettings
+    from centerclip.model.registry import EncoderConfig
+    from centerclip.model.schedule import Schedule
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU visible to torch here")
@@ -140,7 +140,7 @@ def main() -> None:
         encode[schedule] = encode_rate(schedule, args.device, videos, args.repeats)
         import torch
 
-        from centerclip.encode_stage import cpu_has_bfloat16
+        from centerclip.index.encode_stage import cpu_has_bfloat16
 
         precision = "bfloat16" if cpu_has_bfloat16(torch) else "fp32"
         where = "fp16 on the GPU" if args.device == "cuda" else f"{precision} on {len(os.sched_getaffinity(0))} CPU cores"

@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from . import EncoderConfig, Schedule, VideoEncoder
-from .encoder import DEFAULT_MODEL
-from .flops import VisionShape, video_cost
+from centerclip import EncoderConfig, Schedule, VideoEncoder
+from centerclip.model.encoder import DEFAULT_MODEL
+from centerclip.model.flops import VisionShape, video_cost
 
 DEMO_SCHEDULES = ("none", "kmedoids@3:4x49", "spectral@3:4x49", "pooling@3:4x49", "sparse@3:4x49", "kmedoids@2:4x60,4:2x49")
 

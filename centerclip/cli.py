@@ -37,7 +37,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def schedule(text: str) -> str:
     """argparse type: a schedule string (checked against the model later, once it is loaded)."""
-    from .schedule import Schedule  # light: no torch
+    from .model.schedule import Schedule  # light: no torch
 
     try:
         return str(Schedule.parse(text))
@@ -136,6 +136,6 @@ class Drop(logging.Filter):
 
 def quiet_logging(debug: bool = False) -> None:
     """Our progress at INFO; other libraries' INFO lines only with --debug (Ray's own console
-    handlers are set by centerclip.progress.quiet_ray, where Ray is started)."""
+    handlers are set by centerclip.index.progress.quiet_ray, where Ray is started)."""
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
     logging.getLogger("centerclip").setLevel(logging.INFO)

@@ -8,7 +8,7 @@
 Prints, per schedule, both directions' R@1/5/10, median and mean rank, each with its 95% bootstrap
 interval over queries (DSL beside them with --dsl), GFLOPs per video, and the same on the temporal
 queries where the benchmark flags them. Video->text follows the published protocol unless
---video-to-text every-caption (see centerclip.metrics); the output names the protocol used.
+--video-to-text every-caption (see centerclip.train.metrics); the output names the protocol used.
 The split is decoded once (cached); videos that cannot be decoded are listed, not dropped silently.
 """
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from centerclip import EncoderConfig, VideoEncoder
-    from centerclip.frames import FrameSet
+    from centerclip.media.frames import FrameSet
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class EvaluateJob:
     schedules: tuple[str, ...] = ()  # empty: the model's own schedule
     frames: int | None = None
     dsl: bool = False
-    video_to_text: str = "best-caption"  # or every-caption (centerclip.metrics)
+    video_to_text: str = "best-caption"  # or every-caption (centerclip.train.metrics)
     bootstrap: int = 1000  # resamples for the 95% intervals; 0: none
     ray: bool = False
     batch_size: int = 32
@@ -55,8 +55,8 @@ class EvaluateJob:
 
 
 def load_split(job: EvaluateJob, encoder: VideoEncoder) -> tuple[FrameSet, Path]:
-    from centerclip.frames import benchmark_split
-    from centerclip.video import SamplingConfig
+    from centerclip.media.frames import benchmark_split
+    from centerclip.media.decoding import SamplingConfig
 
     sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
     data = benchmark_split(job.dataset, job.root, job.split, sampling, job.cache, job.synthetic_videos)
@@ -71,7 +71,7 @@ class EncodeVideos:
         import ray
 
         from centerclip import VideoEncoder
-        from centerclip.frames import FrameSet
+        from centerclip.media.frames import FrameSet
 
         self.encoder = VideoEncoder.create(config).eval()
         self.encoder.clip.load_state_dict(ray.get(weights))  # an ObjectRef: the weights travel once
@@ -80,7 +80,7 @@ class EncodeVideos:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from centerclip.evaluation import embed_videos
+        from centerclip.train.evaluation import embed_videos
 
         with torch.inference_mode():
             vectors = embed_videos(self.encoder, self.data, batch["index"])
@@ -106,8 +106,8 @@ def embed_with_ray(encoder: VideoEncoder, frames_folder: Path, videos: int, batc
 
 def run(job: EvaluateJob) -> list[dict]:
     from centerclip import EncoderConfig, Schedule, VideoEncoder
-    from centerclip.evaluation import evaluate
-    from centerclip.flops import VisionShape, video_cost
+    from centerclip.train.evaluation import evaluate
+    from centerclip.model.flops import VisionShape, video_cost
 
     base = EncoderConfig(model=job.model, pretrained=job.pretrained, frames=job.frames)
     encoder = VideoEncoder.create(base)
@@ -142,7 +142,7 @@ def cell(values: dict, name: str) -> str:
 
 
 def format_table(results: list[dict]) -> str:
-    from centerclip.metrics import METRICS
+    from centerclip.train.metrics import METRICS
 
     width = 18 if any("R@1_low" in values for result in results for values in result["all"].values()) else 6
     lines = [f"{'schedule':34s} {'subset':9s} {'direction':16s} " + " ".join(f"{name:>{width}s}" for name in METRICS)

@@ -33,11 +33,11 @@ from centerclip import cli  # noqa: E402  (light: torch, Ray and LanceDB load af
 
 if TYPE_CHECKING:
     from centerclip import EncoderConfig
-    from centerclip.indexing import MomentConfig
-    from centerclip.listing import Listing, Source
-    from centerclip.models import ModelShape
-    from centerclip.search import Searcher
-    from centerclip.store import Store
+    from centerclip.index.batching import MomentConfig
+    from centerclip.index.listing import Listing, Source
+    from centerclip.model.registry import ModelShape
+    from centerclip.search.searcher import Searcher
+    from centerclip.index.store import Store
 
 # torch, open_clip and the model are loaded by the encoder actors, and here only to search at the
 # end: a driver that schedules (or finds nothing to do) stays small and starts fast.
@@ -49,7 +49,7 @@ SAMPLE_MOMENTS = {"length": 3.0, "stride": 3.0, "min_duration": 6.0}
 
 
 def default_moments() -> MomentConfig:
-    from centerclip.indexing import MomentConfig
+    from centerclip.index.batching import MomentConfig
 
     return MomentConfig()
 
@@ -211,7 +211,7 @@ def plan(store: Store, listing: Listing, retry_errors: bool) -> Work:
 
 def failures(store: Store, uris: set[str], first: int = 20) -> dict:
     """The failed inputs among ``uris``: how many, how many per reason, and the first few."""
-    from centerclip.progress import reason_group
+    from centerclip.index.progress import reason_group
 
     errors = [row for row in store.errors().sort_by("uri").to_pylist() if row["uri"] in uris]
     by_reason: dict[str, int] = {}
@@ -239,9 +239,9 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
     Ray started here and shut down after) and write their rows, whole videos at a time."""
     import ray
 
-    from centerclip.indexing import DecodeVideos, EncodeClips, EncodeSettings, WholeVideos, sources_batch
-    from centerclip.progress import LoggedProgress, quiet_ray
-    from centerclip.video import SamplingConfig
+    from centerclip.index.batching import DecodeVideos, EncodeClips, EncodeSettings, WholeVideos, sources_batch
+    from centerclip.index.progress import LoggedProgress, quiet_ray
+    from centerclip.media.decoding import SamplingConfig
 
     quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
     own_ray = not ray.is_initialized()
@@ -294,11 +294,11 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
 
 
 def run(job: IndexJob, progress=None) -> dict:
-    """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.progress).
+    """Index the job's inputs; ``progress(total)`` shows the work (see centerclip.index.progress).
     Neither torch nor Ray is loaded unless there is something to encode or search."""
-    from centerclip.listing import list_inputs
-    from centerclip.models import ModelShape, check_encoder
-    from centerclip.store import Store
+    from centerclip.index.listing import list_inputs
+    from centerclip.model.registry import ModelShape, check_encoder
+    from centerclip.index.store import Store
 
     started = time.perf_counter()
     config = encoder_config(job).resolved()
@@ -335,7 +335,7 @@ def run(job: IndexJob, progress=None) -> dict:
         summary |= {"startup_s": round(first_s, 2), "steady_s": round(written.last_batch - first_s, 2),
                     "steady_videos_per_s": round(steady, 2)}
     if query:
-        from centerclip.search import Searcher
+        from centerclip.search.searcher import Searcher
 
         searcher = Searcher(store, encoder or _video_encoder(config))
         results = searcher.text(query, k=3)
@@ -351,14 +351,14 @@ def run(job: IndexJob, progress=None) -> dict:
 
 
 def _video_encoder(config: EncoderConfig):
-    from centerclip.encoder import VideoEncoder
+    from centerclip.model.encoder import VideoEncoder
 
     return VideoEncoder.create(config)
 
 
 def list_errors(db: str, table: str = "videos") -> list[dict]:
     """The whole errors table, by uri: what is not indexed and why."""
-    from centerclip.store import Store
+    from centerclip.index.store import Store
 
     return Store.open(db, table=table).errors().sort_by("uri").to_pylist()
 
@@ -413,7 +413,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
     missing = cli.missing_inputs(args["inputs"])
     if missing and len(missing) == len(args["inputs"]):
         parser.error(f"input {missing[0]} does not exist: pass folders, globs, manifests, video files or object-store prefixes")
-    from centerclip.indexing import MomentConfig
+    from centerclip.index.batching import MomentConfig
 
     given = {name: args.pop(flag) for name, flag in
              (("length", "moment_length"), ("stride", "moment_stride"), ("min_duration", "moments_after"))}
@@ -423,7 +423,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[IndexJob, bool]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from centerclip.progress import IndexProgress, format_summary
+    from centerclip.index.progress import IndexProgress, format_summary
 
     parsed = build_parser().parse_args(argv)
     if parsed.list_errors:

@@ -6,7 +6,7 @@
     python pipelines/search.py --video clip.mp4 --db videos.lancedb
 
 Results are videos ranked by their best row (the whole video or one of its moments). Search with
-the model that indexed the table (--model, --pretrained); the logic lives in centerclip.search.
+the model that indexed the table (--model, --pretrained); the logic lives in centerclip.search.searcher.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from centerclip import cli  # noqa: E402  (light: torch and LanceDB load after the arguments are parsed)
-from centerclip.decode_source import path_from_uri  # noqa: E402
-from centerclip.keys import FILTERABLE  # noqa: E402
+from centerclip.media.sources import path_from_uri  # noqa: E402
+from centerclip.index.keys import FILTERABLE  # noqa: E402
 
 if TYPE_CHECKING:
-    from centerclip.search import Result
+    from centerclip.search.searcher import Result
 
 
 def parse_where(text: str) -> tuple[str, str]:
@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     local = path_from_uri(args.video) if args.video is not None else None
     if local is not None and not os.path.isfile(local):  # refused before a model loads; s3://... is checked when read
         parser.error(f"--video {args.video}: no such file")
-    from centerclip.search import SearchConfig, format_table, search
-    from centerclip.video import VideoDecodeError
+    from centerclip.search.searcher import SearchConfig, format_table, search
+    from centerclip.media.decoding import VideoDecodeError
 
     config = SearchConfig(db=args.db, table=args.table, model=args.model, pretrained=args.pretrained,
                           k=args.k, where=tuple(args.where))

@@ -4,7 +4,7 @@
     serve run pipelines.serve:build db=centerclip.lancedb          # the same app under Ray Serve's CLI
 
 One deployment, ``SearchService``: each replica holds the text tower (GPU when the cluster has one),
-encodes concurrent queries as one batch, serves the API and the page (centerclip.web) and opens
+encodes concurrent queries as one batch, serves the API and the page (centerclip.search.web) and opens
 the store once, re-reading it every ``--refresh`` seconds so rows an indexer writes show up.
 Replicas autoscale between --min-replicas and --max-replicas. The server binds 127.0.0.1; another
 --host needs a token (--token, or CENTERCLIP_TOKEN), checked on every request.
@@ -25,10 +25,10 @@ import torch
 from ray import serve
 
 from centerclip import EncoderConfig, VideoEncoder, cli
-from centerclip.encoder import DEFAULT_MODEL
-from centerclip.models import check_encoder
-from centerclip.store import Store
-from centerclip.web.app import TOKEN_ENV, create_app, is_loopback, token_from_env
+from centerclip.model.encoder import DEFAULT_MODEL
+from centerclip.model.registry import check_encoder
+from centerclip.index.store import Store
+from centerclip.search.web.app import TOKEN_ENV, create_app, is_loopback, token_from_env
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def dimension_mismatch(model: str, model_dim: int, table_dim: int) -> str:
 @serve.deployment(max_ongoing_requests=64)
 @serve.ingress()
 class SearchService:
-    """The HTTP API and the page (centerclip.web.app) over one store, with the text tower in the
+    """The HTTP API and the page (centerclip.search.web.app) over one store, with the text tower in the
     same replica: encoding a query takes about a millisecond on a CPU, less than a hop to another
     deployment would cost."""
 

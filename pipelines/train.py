@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: sys.path[0] is pipelines/, the
 
 # Light imports only: torch and Ray load inside the functions that use them, after parsing.
 from centerclip import cli, datasets  # noqa: E402
-from centerclip.train_config import TrainConfig  # noqa: E402
+from centerclip.train.config import TrainConfig  # noqa: E402
 
 if TYPE_CHECKING:
     import ray.train
@@ -64,8 +64,8 @@ def encoder(job: TrainJob) -> VideoEncoder:
 def prepare_frames(job: TrainJob, model: VideoEncoder) -> Path:
     """Decode the training split once (cached) at the model's frames and size; returns the frame
     cache's folder."""
-    from centerclip.frames import benchmark_split
-    from centerclip.video import SamplingConfig
+    from centerclip.media.frames import benchmark_split
+    from centerclip.media.decoding import SamplingConfig
 
     sampling = SamplingConfig(frames=model.frames, size=model.image_size[0])
     frames = benchmark_split(job.dataset, job.root, job.split, sampling, job.cache, job.synthetic_videos)
@@ -79,8 +79,8 @@ def train_worker(config: dict) -> None:
     import torch
     from ray.train.torch import get_device, prepare_model
 
-    from centerclip.frames import FrameSet
-    from centerclip.train import Shard, train
+    from centerclip.media.frames import FrameSet
+    from centerclip.train.loop import Shard, train
 
     job = TrainJob(**{**config["job"], "train": TrainConfig(**config["job"]["train"])})
     context = ray.train.get_context()

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from centerclip import Schedule, cli, datasets  # noqa: E402
-from centerclip.train_config import TrainConfig  # noqa: E402
+from centerclip.train.config import TrainConfig  # noqa: E402
 from centerclip.datasets.msrvtt import EVALUATION_VIDEOS  # noqa: E402
 from pipelines.evaluate import EvaluateJob, load_split  # noqa: E402
 from sweeps import report  # noqa: E402
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ray import tune
 
     from centerclip import EncoderConfig, VideoEncoder
-    from centerclip.frames import FrameSet
+    from centerclip.media.frames import FrameSet
 
 if __name__ != "__main__":
     import ray.cloudpickle
@@ -74,7 +74,7 @@ class SweepConfig:
     frames: int | None = None  # default: the model's
     batch_size: int = 32
     dsl: bool = False
-    video_to_text: str = "best-caption"  # multi-caption protocol (centerclip.metrics): or every-caption
+    video_to_text: str = "best-caption"  # multi-caption protocol (centerclip.train.metrics): or every-caption
     bootstrap: int = 1000  # resamples for every metric's 95% interval; 0: none
     finetune: TrainConfig | None = None  # fine-tuning per trial, on `train_split`, evaluated every log_every steps
     train_split: str = "train"
@@ -98,7 +98,7 @@ class SweepConfig:
         if self.samples is not None and (self.finetune is None or self.samples < 1):
             raise ValueError("sweep config: `samples` (random-search draws, >= 1) needs `finetune`; without "
                              "fine-tuning every schedule is evaluated once (grid search)")
-        from centerclip.metrics import VIDEO_TO_TEXT
+        from centerclip.train.metrics import VIDEO_TO_TEXT
 
         if self.video_to_text not in VIDEO_TO_TEXT or self.bootstrap < 0:
             raise ValueError(f"sweep config: video_to_text must be one of {', '.join(VIDEO_TO_TEXT)} and bootstrap >= 0")
@@ -179,7 +179,7 @@ def expand(entry: str | dict, index: int) -> list[str]:
 
 def check_schedules(sweep: SweepConfig, encoder: VideoEncoder) -> None:
     """Every trial's schedule must fit the model and the frame count: fail before decoding or any trial."""
-    from centerclip.flops import VisionShape
+    from centerclip.model.flops import VisionShape
 
     shape = VisionShape.of_model(encoder.clip)
     for text in sweep.schedules:
@@ -203,8 +203,8 @@ def measure(encoder: VideoEncoder, data: FrameSet, sweep: SweepConfig) -> dict[s
     """The trial's result: retrieval metrics exactly as pipelines/evaluate.py computes them, plus cost."""
     import torch
 
-    from centerclip.evaluation import embed_videos, evaluate
-    from centerclip.flops import VisionShape, video_cost
+    from centerclip.train.evaluation import embed_videos, evaluate
+    from centerclip.model.flops import VisionShape, video_cost
 
     encoder.eval()
     device = encoder.clip.logit_scale.device
@@ -241,8 +241,8 @@ def run_trial(config: dict, *, sweep: SweepConfig, frames_folder: str, train_fol
     from ray import tune
 
     from centerclip import VideoEncoder
-    from centerclip.frames import FrameSet
-    from centerclip.train import train
+    from centerclip.media.frames import FrameSet
+    from centerclip.train.loop import train
 
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     torch.manual_seed(sweep.seed)  # a model without a weights file gets the same random weights in every trial

@@ -2,7 +2,7 @@ import open_clip
 import pytest
 import torch
 
-import centerclip.open_clip_registry  # noqa: F401  (registers our model configs with open_clip)
+import centerclip.model.open_clip_registry  # noqa: F401  (registers our model configs with open_clip)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder, checkpoint
+from centerclip import EncoderConfig, Schedule, VideoEncoder
+from centerclip.model import checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,7 @@ def test_help_is_instant_without_torch_ray_or_lancedb():
 
 
 def test_ordinals_read_as_words():
-    from centerclip.progress import ordinal
+    from centerclip.index.progress import ordinal
 
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]

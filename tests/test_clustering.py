@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from benchmarks.bench_clustering import published_kmedoids
-from centerclip import clustering
+from centerclip.model import clustering
 
 
 def reference_kmedoids(points: torch.Tensor, k: int, max_iter: int = 100) -> list[int]:
@@ -169,8 +169,8 @@ def test_knn_graph_counts_the_token_itself_only_with_self_loops():
 def test_spectral_schedule_options_reach_the_clustering():
     """reduce.py passes normalize, self_loops and k = knn_per_frame x frames per segment; a bare
     spectral schedule is the published variant, ours differs."""
-    from centerclip.reduce import reducer_for
-    from centerclip.schedule import Schedule
+    from centerclip.model.reduce import reducer_for
+    from centerclip.model.schedule import Schedule
 
     generator = torch.Generator().manual_seed(0)
     patches = torch.randn(4, 2, 20, 16, generator=generator) * torch.rand(4, 2, 20, 1, generator=generator) * 5

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import torch
 
-from centerclip.encode_stage import EncodeClips, EncodeSettings, cpu_has_bfloat16
-from centerclip.models import EncoderConfig
-from centerclip.reduce import reducer_for
-from centerclip.schedule import Schedule
+from centerclip.index.encode_stage import EncodeClips, EncodeSettings, cpu_has_bfloat16
+from centerclip.model.registry import EncoderConfig
+from centerclip.model.reduce import reducer_for
+from centerclip.model.schedule import Schedule
 
 
 def test_reduced_precision_runs_bfloat16_where_native_and_stays_close_to_float32():
@@ -47,7 +47,7 @@ def test_clustering_of_bfloat16_tokens_measures_distances_in_float32():
 
 def test_the_encoder_stage_loads_neither_lancedb_nor_a_video_decoder():
     # An encoder actor imports this module: LanceDB, decord and PyAV would be memory it never uses.
-    loaded = subprocess.run([sys.executable, "-c", "import sys, centerclip.encode_stage; "
+    loaded = subprocess.run([sys.executable, "-c", "import sys, centerclip.index.encode_stage; "
                              "print(sorted({'lancedb', 'decord', 'av', 'torch'} & set(sys.modules)))"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
@@ -61,7 +61,7 @@ def test_fp32_flag_turns_reduced_precision_off(tmp_path):
 
 def test_an_encoder_encodes_without_loading_triton():
     # torchvision imports torch._dynamo, which imports Triton when installed: 70 MiB an encoder never uses.
-    script = ("import sys, numpy as np; from centerclip.encode_stage import EncodeClips, EncodeSettings; "
+    script = ("import sys, numpy as np; from centerclip.index.encode_stage import EncodeClips, EncodeSettings; "
               "encoder = EncodeClips(settings=EncodeSettings()); "
               "vectors = encoder.embed(np.zeros((2, 8, 112, 112, 3), np.uint8)); "
               "print(vectors.shape[0], 'torch._dynamo' in sys.modules, sys.modules.get('triton', 'absent'))")

@@ -4,7 +4,8 @@ import open_clip
 import pytest
 import torch
 
-from centerclip import EncoderConfig, Schedule, VideoEncoder, patch
+from centerclip import EncoderConfig, Schedule, VideoEncoder
+from centerclip.model import patch
 
 
 def encoder_for(clip, schedule="none", frames=6):
@@ -124,7 +125,7 @@ def test_gradient_checkpointing_with_the_patch(tiny_clip, frames):
 
 def test_contrastive_loss_is_symmetric_infonce():
     logits = torch.tensor([[5.0, 1.0], [0.0, 3.0]])
-    from centerclip.encoder import contrastive_loss
+    from centerclip.model.encoder import contrastive_loss
     rows = torch.nn.functional.cross_entropy(logits, torch.arange(2))
     columns = torch.nn.functional.cross_entropy(logits.T, torch.arange(2))
     assert torch.isclose(contrastive_loss(logits), (rows + columns) / 2)

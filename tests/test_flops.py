@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder
-from centerclip.flops import VisionShape, counted_flops, video_cost
+from centerclip.model.flops import VisionShape, counted_flops, video_cost
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from centerclip import VideoEncoder
-from centerclip.progress import format_summary, ordinal
-from centerclip.search import Searcher
-from centerclip.store import Store
+from centerclip.index.progress import format_summary, ordinal
+from centerclip.search.searcher import Searcher
+from centerclip.index.store import Store
 from pipelines import index
 from pipelines import search as search_cli
 from tests.videos import truncate, write_video
@@ -144,8 +144,8 @@ def test_pools_grow_with_the_cluster_unless_flags_fix_them():
 
 
 def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus):
-    from centerclip.decode_stage import DecodeVideos, MomentConfig
-    from centerclip.video import SamplingConfig
+    from centerclip.index.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.media.decoding import SamplingConfig
 
     stage = DecodeVideos(sampling=SamplingConfig(frames=4, size=32), moments=MomentConfig(10, 10, 20))
     calls = []
@@ -161,10 +161,10 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
 
 
 def test_a_decoder_call_ships_its_videos_in_parts_of_a_block_each_video_whole(corpus):
-    from centerclip.decode_stage import DecodeVideos, MomentConfig
-    from centerclip.indexing import sources_batch
-    from centerclip.listing import Source
-    from centerclip.video import SamplingConfig
+    from centerclip.index.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.index.batching import sources_batch
+    from centerclip.index.listing import Source
+    from centerclip.media.decoding import SamplingConfig
 
     uris = [str(corpus / name) for name in ("long one.mp4", "notes.mp4", sorted(p.name for p in corpus.glob("video*.mp4"))[0])]
     batch = sources_batch([Source(uri, key) for uri, key in zip(uris, "abc")])
@@ -205,7 +205,7 @@ def test_videos_reach_the_encoder_in_blocks_and_the_table_whole(ray_session, cor
 
 
 def test_whole_videos_gathers_a_videos_rows_from_any_batches_once_each():
-    from centerclip.indexing import WholeVideos
+    from centerclip.index.batching import WholeVideos
 
     def batch(*rows):  # (id, video_id, video_rows)
         ids, videos, counts = zip(*rows)

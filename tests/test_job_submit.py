@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from centerclip.store import Store
+from centerclip.index.store import Store
 
 REPO = Path(__file__).parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from centerclip.decode_source import path_from_uri
-from centerclip.listing import list_inputs, sniff
+from centerclip.media.sources import path_from_uri
+from centerclip.index.listing import list_inputs, sniff
 from tests.videos import write_audio, write_video
 
 

@@ -6,7 +6,7 @@ import torch
 
 import numpy as np
 
-from centerclip.metrics import bootstrap_intervals, dual_softmax, ranks, retrieval_metrics, summarise
+from centerclip.train.metrics import bootstrap_intervals, dual_softmax, ranks, retrieval_metrics, summarise
 
 
 def worst_case_rank(scores: list[float], positives: set[int]) -> int:

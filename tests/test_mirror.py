@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from centerclip.decode_source import path_from_uri, uri_from_path
-from centerclip.store import Store
+from centerclip.media.sources import path_from_uri, uri_from_path
+from centerclip.index.store import Store
 from pipelines import index
 from pipelines import search as search_cli
 from tests.videos import truncate, write_audio, write_video
@@ -141,7 +141,7 @@ def test_the_index_mirrors_a_library_through_changes_kills_and_prunes(ray_sessio
     # A kill between the commit of notes.mp4's rows and the removal of its error row.
     notes = uri(root, "notes.mp4")
     script = ("import os, sys\n"
-              "from centerclip.store import Store\n"
+              "from centerclip.index.store import Store\n"
               "clear = Store._clear_errors\n"
               "def killed(self, uris):\n"
               f"    if {notes!r} in uris: os._exit(137)\n"

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder
-from centerclip.evaluation import embed_videos
-from centerclip.frames import FrameSet
-from centerclip.train import train
+from centerclip.train.evaluation import embed_videos
+from centerclip.media.frames import FrameSet
+from centerclip.train.loop import train
 from pipelines import evaluate as evaluate_pipeline
 from pipelines import train as train_pipeline
 

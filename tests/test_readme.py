@@ -173,14 +173,14 @@ def run(words: list[str], folder: Path, env: dict) -> None:
 
 @pytest.fixture(scope="module")
 def service(scratch):
-    """The search app (centerclip.web) on a real uvicorn server on loopback, over the index the
+    """The search app (centerclip.search.web) on a real uvicorn server on loopback, over the index the
     Quick start wrote into the scratch folder, with the built-in model's text tower."""
     import torch
     import uvicorn
 
     from centerclip import VideoEncoder
-    from centerclip.store import Store
-    from centerclip.web.app import create_app
+    from centerclip.index.store import Store
+    from centerclip.search.web.app import create_app
 
     folder, _ = scratch
     store = Store.open(str(folder / "centerclip.lancedb"))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from centerclip import EncoderConfig, VideoEncoder, cli
-from centerclip.search import Result, Searcher
-from centerclip.store import FILTERABLE, Store, moment_key, video_key
+from centerclip.search.searcher import Result, Searcher
+from centerclip.index.store import FILTERABLE, Store, moment_key, video_key
 from pipelines.search import main, parse_where
 
 CAPTIONS = ["a red circle moves left", "a blue square spins", "two green triangles bounce",

@@ -21,7 +21,7 @@ from PIL import Image
 from centerclip import cli
 from centerclip.datasets.synthetic import render, write_video
 from centerclip.datasets.synthetic_scenes import BACKGROUNDS, plan
-from centerclip.store import Store
+from centerclip.index.store import Store
 from pipelines import index
 from pipelines import serve as serve_pipeline
 
@@ -255,7 +255,7 @@ def running(app):
 
 
 def test_the_token_is_checked_on_every_request(service):
-    from centerclip.web.app import create_app
+    from centerclip.search.web.app import create_app
 
     async def embed(query: str) -> np.ndarray:
         return np.ones(Store.open(service[1]).dim, np.float32)
@@ -276,7 +276,7 @@ def test_the_token_is_checked_on_every_request(service):
 
 def test_media_serves_a_file_whose_name_is_not_utf8(ray_session, corpus, tmp_path):
     # Such a name is stored as a percent-encoded file:// uri, which pyarrow cannot open.
-    from centerclip.web.app import create_app
+    from centerclip.search.web.app import create_app
 
     folder = tmp_path / "videos"
     folder.mkdir()

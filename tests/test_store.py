@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from centerclip.store import (ERRORS_SCHEMA, IndexConfig, Store, embeddings_schema, equals_filter,
+from centerclip.index.store import (ERRORS_SCHEMA, IndexConfig, Store, embeddings_schema, equals_filter,
                               moment_key, retry_conflicts, video_key)
 
 DIM = 8

@@ -16,8 +16,8 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.sample import Categorical
 
-from centerclip.checkpoint import save_checkpoint
-from centerclip.train import TrainConfig
+from centerclip.model.checkpoint import save_checkpoint
+from centerclip.train.loop import TrainConfig
 from pipelines import evaluate as evaluate_pipeline
 from sweeps import report, sweep
 

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from centerclip.store import Store, embeddings_schema, video_key
-from centerclip.thumbnails import placeholder, thumbnail
-from centerclip.web.app import Catalog
+from centerclip.index.store import Store, embeddings_schema, video_key
+from centerclip.media.thumbnails import placeholder, thumbnail
+from centerclip.search.web.app import Catalog
 from tests.videos import frame_index, stripes
 
 

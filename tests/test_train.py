@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder
-from centerclip.frames import FrameSet
-from centerclip.train import TrainConfig, batch_indices, latest_checkpoint, learning_rate_factor, train
+from centerclip.media.frames import FrameSet
+from centerclip.train.loop import TrainConfig, batch_indices, latest_checkpoint, learning_rate_factor, train
 
 
 def random_frameset(videos=12, frames=4, size=32, seed=0):

@@ -21,8 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from centerclip.decode_source import path_from_uri, uri_from_path
-from centerclip.video import (
+from centerclip.media.sources import path_from_uri, uri_from_path
+from centerclip.media.decoding import (
     Decoder, Limits, SamplingConfig, VideoDecodeError, VideoInfo, decode_size, model_preprocessing, moments, preprocess,
     probe, sample_clip, sample_indices, sample_moments,
 )

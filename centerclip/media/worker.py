@@ -1,11 +1,11 @@
 """A persistent child process that runs decoding calls with a hard timeout. Part of
-``centerclip.video``, whose ``Decoder`` is a Worker with video methods.
+``centerclip.media.decoding``, whose ``Decoder`` is a Worker with video methods.
 
 Why a child process: a segfault or a hang inside FFmpeg cannot be caught in the process it
 happens in, so decoding runs in a worker we can kill. Why a fork server: forking the caller is
 unsafe (torch and Ray run threads whose locks a fork can copy mid-use), and spawning a fresh
 interpreter re-imports torch and open_clip (~4 s) at every restart. The fork server is started
-once, fresh, imports ``centerclip.video`` once, and runs no threads but idle library pools
+once, fresh, imports ``centerclip.media.decoding`` once, and runs no threads but idle library pools
 (OpenBLAS, jemalloc) that register fork handlers; each worker is forked from it in milliseconds,
 so a crash costs a quick restart, not a new interpreter. The worker is reused across videos.
 """
@@ -16,12 +16,12 @@ import multiprocessing
 import multiprocessing.connection
 from typing import Any, Callable
 
-from .decode_source import VideoDecodeError
+from .sources import VideoDecodeError
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # Process-wide, and only honoured if the fork server is not running yet; without it each worker
 # imports the module itself, slower to start but just as correct.
-_CONTEXT.set_forkserver_preload(["centerclip.video"])
+_CONTEXT.set_forkserver_preload(["centerclip.media.decoding"])
 
 
 def _serve(connection: multiprocessing.connection.Connection) -> None:

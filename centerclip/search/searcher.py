@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .encoder import EncoderConfig, VideoEncoder
-from .frames import center_crop
-from .listing import list_inputs
-from .store import Store, equals_filter
-from .video import Decoder, SamplingConfig
+from ..model.encoder import EncoderConfig, VideoEncoder
+from ..media.frames import center_crop
+from ..index.listing import list_inputs
+from ..index.store import Store, equals_filter
+from ..media.decoding import Decoder, SamplingConfig
 
 # Rows fetched per wanted video: a long video's moments crowd the nearest rows, and every video
 # needs only its best one.

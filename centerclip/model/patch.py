@@ -46,7 +46,7 @@ class _ReduceAfterBlock:
         stage: Stage = getattr(self, _STAGE)
         state: _PatchState = getattr(self, _STATE)
         if state.videos is None:
-            raise RuntimeError("a token-clustering patch is applied: call centerclip.patch.set_videos(visual, n) "
+            raise RuntimeError("a token-clustering patch is applied: call centerclip.model.patch.set_videos(visual, n) "
                                "with the number of videos in the batch before the forward (VideoEncoder does)")
         if not state.batch_first:
             x = x.transpose(0, 1)

@@ -10,10 +10,10 @@ from torch import nn
 
 from . import patch
 from .checkpoint import BUILTIN, WEIGHTS, create_clip
-from .models import DEFAULT_MODEL, EncoderConfig, default_frames
+from .registry import DEFAULT_MODEL, EncoderConfig, default_frames
 from .open_clip_registry import open_clip  # with our model names registered
 from .schedule import Schedule
-from .pixels import model_preprocessing, preprocess
+from ..media.pixels import model_preprocessing, preprocess
 
 __all__ = ["DEFAULT_MODEL", "EncoderConfig", "VideoEncoder", "contrastive_loss", "default_frames", "mean_pool"]
 

@@ -1,11 +1,11 @@
-"""The settings of a fine-tuning run, apart from the training loop (centerclip.train) so that
+"""The settings of a fine-tuning run, apart from the training loop (centerclip.train.loop) so that
 command lines can build their flags from it without importing torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRECISION_NAMES = ("fp32", "bf16", "fp16")  # centerclip.train maps them to torch dtypes
+PRECISION_NAMES = ("fp32", "bf16", "fp16")  # centerclip.train.loop maps them to torch dtypes
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .cli import Drop
-from .models import BUILTIN, META, WEIGHTS, check_weights, checkpoint_meta, is_pickle, names_a_file
+from ..cli import Drop
+from .registry import BUILTIN, META, WEIGHTS, check_weights, checkpoint_meta, is_pickle, names_a_file
 from .open_clip_registry import open_clip  # with our model names registered
 
 __all__ = ["BUILTIN", "META", "WEIGHTS", "checkpoint_meta", "create_clip", "load_state_dict", "save_checkpoint"]

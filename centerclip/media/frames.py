@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from .video import Decoder, SamplingConfig, VideoDecodeError, center_crop
+from .decoding import Decoder, SamplingConfig, VideoDecodeError, center_crop
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def benchmark_split(dataset: str, root: str | None, split: str, sampling: Sampli
     """A benchmark split decoded once (cached under ``cache``). The synthetic benchmark is
     generated under ``cache`` when no root is given; videos missing on disk are counted in a
     warning and left out, never silently."""
-    from .datasets import load
-    from .datasets.synthetic import ensure_synthetic
+    from ..datasets import load
+    from ..datasets.synthetic import ensure_synthetic
 
     if dataset == "synthetic" and root is None:
         root = str(ensure_synthetic(Path(cache) / "synthetic", synthetic_videos))

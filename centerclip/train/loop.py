@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import load_state_dict, save_checkpoint
-from .encoder import VideoEncoder, contrastive_loss
-from .frames import FrameSet
-from .train_config import PRECISION_NAMES, TrainConfig
+from ..model.checkpoint import load_state_dict, save_checkpoint
+from ..model.encoder import VideoEncoder, contrastive_loss
+from ..media.frames import FrameSet
+from .config import PRECISION_NAMES, TrainConfig
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 TRAINING_STATE = "training_state.pt"

@@ -23,9 +23,9 @@ from lancedb.expr import col, lit
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..search import Result, Searcher
-from ..store import KEY_PATTERN, KINDS, THUMBNAIL, Store
-from ..thumbnails import placeholder
+from ..searcher import Result, Searcher
+from ...index.store import KEY_PATTERN, KINDS, THUMBNAIL, Store
+from ...media.thumbnails import placeholder
 from .media import RangeNotSatisfiable, Span, content_type, open_uri, read_span, requested_span
 
 MAX_QUERY = 1000  # characters; the text tower reads about 77 tokens anyway
@@ -55,7 +55,7 @@ def is_loopback(host: str) -> bool:
 
 
 class Catalog:
-    """What the service reads from a store: searches (centerclip.search.Searcher, by vector) and
+    """What the service reads from a store: searches (centerclip.search.searcher.Searcher, by vector) and
     rows by id."""
 
     def __init__(self, store: Store):

@@ -52,7 +52,7 @@ KEY_COLUMNS = ("id", "uri")
 # (IndexConfig.lookup_scan_share).
 IN_CHUNK = 32_768
 
-# A small JPEG of the row's middle frame (centerclip.thumbnails); null in rows written before it existed.
+# A small JPEG of the row's middle frame (centerclip.media.thumbnails); null in rows written before it existed.
 THUMBNAIL = pa.field("thumbnail", pa.binary())
 
 T = TypeVar("T")

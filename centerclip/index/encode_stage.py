@@ -1,4 +1,4 @@
-"""The encoding stage of indexing (see ``centerclip.indexing``): every video's clips in, one
+"""The encoding stage of indexing (see ``centerclip.index.batching``): every video's clips in, one
 embedding row per clip out. Its module imports neither LanceDB nor a video decoder, so an encoder
 actor loads torch and the model and little else."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .keys import moment_key
-from .models import EncoderConfig
+from ..model.registry import EncoderConfig
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class EncodeClips:
         without_triton()
         import torch  # here, not at the top: the driver and the decoding processes never load torch
 
-        from .encoder import VideoEncoder
+        from ..model.encoder import VideoEncoder
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.fs
 import pyarrow.parquet as pq
 
-from .decode_source import path_from_uri, uri_from_path
+from ..media.sources import path_from_uri, uri_from_path
 from .store import video_key
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv",

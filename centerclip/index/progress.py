@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 
-from .cli import Drop
+from ..cli import Drop
 
 log = logging.getLogger("centerclip.index")
 

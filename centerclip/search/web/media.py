@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import pyarrow.fs
 
-from ..decode_source import path_from_uri
+from ...media.sources import path_from_uri
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")

@@ -1,4 +1,4 @@
-"""Video decoding, frame sampling and moments; CLIP preprocessing (centerclip.pixels) re-exported.
+"""Video decoding, frame sampling and moments; CLIP preprocessing (centerclip.media.pixels) re-exported.
 
 ``sample_clip`` decodes T frames of one video (or of a [start, end] window of it) and
 ``sample_moments`` the windows of a long video, at a size whose shortest side is the model's input
@@ -27,11 +27,11 @@ import decord
 import numpy as np
 import pyarrow.fs
 
-from .decode_source import VideoDecodeError, brief, local_file
-from .decode_worker import Worker
+from .sources import VideoDecodeError, brief, local_file
+from .worker import Worker
 from .pixels import center_crop, decode_size, model_preprocessing, preprocess
 
-# The preprocessing functions live in centerclip.pixels and import torch and open_clip when
+# The preprocessing functions live in centerclip.media.pixels and import torch and open_clip when
 # called: decoding processes (Ray decoders, the isolated decode worker and its fork server) never
 # load them, 300-450 MB each; encoding processes never load decord and PyAV.
 

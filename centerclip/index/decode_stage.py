@@ -1,4 +1,4 @@
-"""The decoding stage of indexing (see ``centerclip.indexing``): videos in, every video's clips
+"""The decoding stage of indexing (see ``centerclip.index.batching``): videos in, every video's clips
 out as cropped uint8 frames, with a JPEG thumbnail per clip. It imports neither torch nor LanceDB, so a decoding process (a Ray
 actor, plus its isolated decode worker and that worker's fork server) stays near 100 MB instead
 of carrying a deep-learning runtime it never uses."""
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decode_source import local_file
-from .thumbnails import thumbnail
-from .video import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
+from ..media.sources import local_file
+from ..media.thumbnails import thumbnail
+from ..media.decoding import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
 
 
 # One video, decoded: (its row in the call's batch, frames, starts, ends, thumbnails, error).

@@ -1,5 +1,5 @@
-"""Pixel geometry and the model's input transform, shared by decoding (centerclip.video, the
-decoding processes) and encoding (centerclip.encoder): no decoder library is imported here, so an
+"""Pixel geometry and the model's input transform, shared by decoding (centerclip.media.decoding, the
+decoding processes) and encoding (centerclip.model.encoder): no decoder library is imported here, so an
 encoding process does not load decord and PyAV, and torch is imported only by ``preprocess``."""
 
 from __future__ import annotations

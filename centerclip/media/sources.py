@@ -1,5 +1,5 @@
 """Where videos come from: local paths, URIs and pyarrow filesystems, checked before any decoder
-sees them, and the error every decoding failure becomes. Part of ``centerclip.video``."""
+sees them, and the error every decoding failure becomes. Part of ``centerclip.media.decoding``."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .encoder import VideoEncoder
-from .frames import FrameSet
+from ..model.encoder import VideoEncoder
+from ..media.frames import FrameSet
 from .metrics import retrieval_metrics
 
 
@@ -31,7 +31,7 @@ def evaluate(encoder: VideoEncoder, data: FrameSet, *, dsl: bool = False, videos
              batch_size: int = 32, video_to_text: str = "best-caption", bootstrap: int = 1000) -> dict:
     """Both directions' R@1/5/10, MdR, MnR with their 95% bootstrap intervals (and DSL beside
     them); on benchmarks that flag temporal queries, the same on the temporal subset. ``videos``
-    are precomputed video embeddings; ``video_to_text`` is the protocol (centerclip.metrics)."""
+    are precomputed video embeddings; ``video_to_text`` is the protocol (centerclip.train.metrics)."""
     encoder.eval()
     if videos is None:
         videos = embed_videos(encoder, data, np.arange(len(data)), batch_size)

@@ -1,8 +1,8 @@
 """The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
 can run them (pipelines/index.py) and tests can call them directly.
 
-listing (centerclip.listing) -> DecodeVideos (CPU, centerclip.decode_stage) -> EncodeClips (GPU when present,
-centerclip.encode_stage) -> Store.upsert
+listing (centerclip.index.listing) -> DecodeVideos (CPU, centerclip.index.decode_stage) -> EncodeClips (GPU when present,
+centerclip.index.encode_stage) -> Store.upsert
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
 video and, for long videos, its moments). The encoder emits a row per clip; Ray Data may cut a

@@ -23,7 +23,7 @@ DEFAULT_MODEL = "centerclip-tiny"
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 BUILTIN = Path(__file__).parent / "weights" / DEFAULT_MODEL
-OUR_CONFIGS = Path(__file__).parent / "model_configs"
+OUR_CONFIGS = Path(__file__).parent / "configs"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
