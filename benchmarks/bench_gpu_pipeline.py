@@ -23,13 +23,13 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; pipelines/ is beside it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; centerclip/ is beside it
 
 import ray  # noqa: E402
 
 from bench_index import TreeCPU, pipeline  # noqa: E402
 from bench_sizing import INPUTS, generate  # noqa: E402
-from pipelines.index import IndexJob  # noqa: E402
+from centerclip.index.job import IndexJob  # noqa: E402
 
 
 class GpuSampler(threading.Thread):

@@ -29,19 +29,22 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; pipelines/ is beside it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; centerclip/ is beside it
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from centerclip.datasets.synthetic import ensure_synthetic  # noqa: E402
-from centerclip.index.batching import DecodeVideos, EncodeClips, EncodeSettings, MomentConfig, sources_batch  # noqa: E402
+from centerclip.index.batching import sources_batch  # noqa: E402
+from centerclip.index.decode_stage import DecodeVideos  # noqa: E402
+from centerclip.index.encode_stage import EncodeClips, EncodeSettings  # noqa: E402
+from centerclip.index.job import IndexJob, MomentConfig  # noqa: E402
 from centerclip.index.listing import list_inputs  # noqa: E402
 from centerclip.model.registry import EncoderConfig, model_shape  # noqa: E402
 from centerclip.index.progress import quiet_ray  # noqa: E402
 from centerclip.index.store import Store  # noqa: E402
 from centerclip.media.decoding import SamplingConfig  # noqa: E402
-from pipelines.index import IndexJob, run, write  # noqa: E402
+from centerclip.index.engine import run, write  # noqa: E402
 
 
 class TreeCPU(threading.Thread):
@@ -103,7 +106,7 @@ class TreeCPU(threading.Thread):
 
 
 class Writes:
-    """Progress for pipelines.index.run that records when each batch was written."""
+    """Progress for centerclip.index.engine.run that records when each batch was written."""
 
     def __init__(self):
         self.times, self.videos = [], []
@@ -142,7 +145,7 @@ def single_process(folder: Path, db: str, batch_size: int, parallel_forwards: bo
 
 
 def pipeline(job: IndexJob, cpu: TreeCPU) -> tuple[float, float, int, tuple[float, float], dict]:
-    """One run of pipelines.index.run: (start-up seconds, steady videos/s while decoding and
+    """One run of centerclip.index.engine.run: (start-up seconds, steady videos/s while decoding and
     encoding both ran, videos in that window, the window, run's summary)."""
     writes = Writes()
     summary = run(job, progress=lambda total: writes)

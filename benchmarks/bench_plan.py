@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; pipelines/ is beside it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is benchmarks/; centerclip/ is beside it
 
 from bench_search import ClusteredData, write  # noqa: E402
 from centerclip.index.listing import Listing, Source  # noqa: E402
 from centerclip.index.store import IN_CHUNK, KEY_COLUMNS, IndexConfig, Store  # noqa: E402
-from pipelines.index import plan  # noqa: E402
+from centerclip.index.engine import plan  # noqa: E402
 
 
 def timed_plans(store: Store, listing: Listing, repeats: int, label: str) -> float:

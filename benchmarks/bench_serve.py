@@ -128,7 +128,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from pipelines.serve import ServeConfig, start
+    from centerclip.search.service import ServeConfig, start
 
     print(f"load average before: {os.getloadavg()}", flush=True)
     encoder = VideoEncoder.create()

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from centerclip.index.decode_stage import DecodeVideos, MomentConfig  # noqa: E402
+from centerclip.index.decode_stage import DecodeVideos  # noqa: E402
+from centerclip.index.job import MomentConfig  # noqa: E402
 from centerclip.media.decoding import SamplingConfig  # noqa: E402
 
 INPUTS = {"640x360, 30 s": (640, 360, 30), "1280x720, 2 min": (1280, 720, 120)}

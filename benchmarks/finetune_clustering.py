@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: pipelines/ is at the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: centerclip/ is at the root
 
 from centerclip import EncoderConfig, Schedule, VideoEncoder  # noqa: E402
 from centerclip.model.checkpoint import save_checkpoint  # noqa: E402
@@ -40,7 +40,7 @@ from centerclip.train.evaluation import evaluate  # noqa: E402
 from centerclip.media.frames import FrameSet, benchmark_split  # noqa: E402
 from centerclip.train.loop import TrainConfig, train  # noqa: E402
 from centerclip.media.decoding import SamplingConfig  # noqa: E402
-from pipelines.evaluate import EvaluateJob, load_split  # noqa: E402
+from centerclip.train.benchmark import EvaluateJob, load_split  # noqa: E402
 
 SCHEDULES = ("none", "kmedoids@3:4x49")
 FRAMES = 8

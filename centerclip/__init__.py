@@ -8,6 +8,7 @@ The package is split by concern into wings, each importing only those below it:
     index/     the indexing engine: listing, planning against the LanceDB store, Ray Data stages
     search/    the searcher over a store, and the web service
     train/     fine-tuning, evaluation and retrieval metrics
+    commands/  the command lines (pipelines/*.py run them)
 
 Public names load on first use (PEP 562), here and in every wing, so ``import
 centerclip.media.decoding`` in a decoding process does not import torch and open_clip: that is

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if __package__ in (None, ""):  # run as a script: sys.path[0] is sweeps/, the repository root holds pipelines/
+if __package__ in (None, ""):  # run as a script: sys.path[0] is sweeps/, the repository root holds centerclip/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Light imports only (--help answers at once): torch, Ray and Tune load inside the functions that use them.
@@ -39,7 +39,7 @@ import yaml  # noqa: E402
 from centerclip import Schedule, cli, datasets  # noqa: E402
 from centerclip.train.config import TrainConfig  # noqa: E402
 from centerclip.datasets.msrvtt import EVALUATION_VIDEOS  # noqa: E402
-from pipelines.evaluate import EvaluateJob, load_split  # noqa: E402
+from centerclip.train.benchmark import EvaluateJob, load_split  # noqa: E402
 from sweeps import report  # noqa: E402
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@ import open_clip
 import pytest
 import torch
 
-import centerclip.model.open_clip_registry  # noqa: F401  (registers our model configs with open_clip)
+import centerclip.model.openclip  # noqa: F401  (registers our model configs with open_clip)
 
 
 @pytest.fixture(scope="session")
@@ -22,14 +22,10 @@ def frames():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole test session (a start costs ~10 s). pipelines/ travels to the
-    workers as a py_module, the way a job's code would."""
-    import pathlib
-
+    """One local Ray for the whole test session (a start costs ~10 s)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"py_modules": [str(pathlib.Path(__file__).parents[1] / "pipelines")]})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

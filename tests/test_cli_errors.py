@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from centerclip import cli
-from pipelines import evaluate, index, search, train
+from centerclip.commands import evaluate, index, search, train
 from sweeps import report, sweep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ def test_the_encoder_stage_loads_neither_lancedb_nor_a_video_decoder():
 
 
 def test_fp32_flag_turns_reduced_precision_off(tmp_path):
-    from pipelines.index import parse_args
+    from centerclip.commands.index import parse_args
 
     assert parse_args(["--fp32", str(tmp_path)])[0].fp32 and not parse_args([str(tmp_path)])[0].fp32
 

@@ -14,8 +14,11 @@ from centerclip import VideoEncoder
 from centerclip.index.progress import format_summary, ordinal
 from centerclip.search.searcher import Searcher
 from centerclip.index.store import Store
-from pipelines import index
-from pipelines import search as search_cli
+from centerclip.commands import index
+from centerclip.commands import search as search_cli
+from centerclip.index import engine
+from centerclip.index.job import IndexJob
+from centerclip.index.pools import pools
 from tests.videos import truncate, write_video
 
 MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]
@@ -58,7 +61,7 @@ def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, co
 
     # The same re-run from the command line, in a fresh interpreter: with nothing to encode it
     # loads neither Ray nor torch (the default job's re-run also loads torch, for its demo search).
-    code = ("import sys; from pipelines import index; "
+    code = ("import sys; from centerclip.commands import index; "
             f"index.main({[str(corpus), '--db', db, *MODEL, '--json']!r}); "
             "print(sorted({'ray', 'torch'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -99,15 +102,16 @@ def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(r
 KILLED_AFTER_THREE_WRITES = """
 import os, signal, sys
 from centerclip import cli
-from pipelines import index
-write, writes = index.write, []
+from centerclip.commands import index
+from centerclip.index import engine
+write, writes = engine.write, []
 def write_then_die(store, batch):
     counts = write(store, batch)
     writes.append(counts)
     if len(writes) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return counts
-index.write = write_then_die
+engine.write = write_then_die
 cli.run(index.main, sys.argv[1:])
 """
 
@@ -129,22 +133,23 @@ def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, t
 
 
 def test_pools_grow_with_the_cluster_unless_flags_fix_them():
-    gpu = index.pools(index.IndexJob(gpus_per_encoder=1), {"CPU": 0.0})  # a head with CPU: 0, GPU workers to come
+    gpu = pools(IndexJob(gpus_per_encoder=1), {"CPU": 0.0})  # a head with CPU: 0, GPU workers to come
     assert gpu.decoders == (1, None) and gpu.encoders == (1, None) and gpu.encoder_gpus == 1 and gpu.encoder_cpus == 1
     assert gpu.strategy("encoders").max_size == float("inf")
-    cpu = index.pools(index.IndexJob(), {"CPU": 2.0})
+    cpu = pools(IndexJob(), {"CPU": 2.0})
     assert cpu.encoders == (1, 1) and cpu.encoder_cpus == 1.5 and cpu.threads == 2 and cpu.decoders == (1, None)
-    big = index.pools(index.IndexJob(), {"CPU": 32.0})
+    big = pools(IndexJob(), {"CPU": 32.0})
     assert big.encoder_cpus == 8 and big.encoders == (1, 3)
-    fixed = index.pools(index.IndexJob(decoders=3, encoders=2, gpus_per_encoder=1), {"CPU": 8.0, "GPU": 4.0})
+    fixed = pools(IndexJob(decoders=3, encoders=2, gpus_per_encoder=1), {"CPU": 8.0, "GPU": 4.0})
     assert fixed.decoders == (3, 3) and fixed.encoders == (2, 2)
     assert fixed.strategy("decoders").min_size == fixed.strategy("decoders").max_size == 3
-    two = index.pools(index.IndexJob(encoders=2), {"CPU": 2.0})  # two encoders fit beside a decoder
+    two = pools(IndexJob(encoders=2), {"CPU": 2.0})  # two encoders fit beside a decoder
     assert two.encoders == (2, 2) and two.encoder_cpus == 0.75 and 2 * two.encoder_cpus + two.decoder_cpus <= 2
 
 
 def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus):
-    from centerclip.index.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.index.decode_stage import DecodeVideos
+    from centerclip.index.job import MomentConfig
     from centerclip.media.decoding import SamplingConfig
 
     stage = DecodeVideos(sampling=SamplingConfig(frames=4, size=32), moments=MomentConfig(10, 10, 20))
@@ -161,7 +166,8 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
 
 
 def test_a_decoder_call_ships_its_videos_in_parts_of_a_block_each_video_whole(corpus):
-    from centerclip.index.decode_stage import DecodeVideos, MomentConfig
+    from centerclip.index.decode_stage import DecodeVideos
+    from centerclip.index.job import MomentConfig
     from centerclip.index.batching import sources_batch
     from centerclip.index.listing import Source
     from centerclip.media.decoding import SamplingConfig
@@ -193,8 +199,8 @@ def test_videos_reach_the_encoder_in_blocks_and_the_table_whole(ray_session, cor
     import ray.data
 
     monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 1)
-    write, written = index.write, []  # the videos of each write that decoded
-    monkeypatch.setattr(index, "write", lambda store, batch: written.append(sorted(set(batch["video_id"][batch["error"] == ""])))
+    write, written = engine.write, []  # the videos of each write that decoded
+    monkeypatch.setattr(engine, "write", lambda store, batch: written.append(sorted(set(batch["video_id"][batch["error"] == ""])))
                         or write(store, batch))
     db = str(tmp_path / "db")
     summary = index.main([str(corpus), "--db", db, *MODEL, "--batch-size", "8"])

@@ -12,8 +12,8 @@ import pytest
 
 from centerclip.media.sources import path_from_uri, uri_from_path
 from centerclip.index.store import Store
-from pipelines import index
-from pipelines import search as search_cli
+from centerclip.commands import index
+from centerclip.commands import search as search_cli
 from tests.videos import truncate, write_audio, write_video
 
 MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]
@@ -147,7 +147,7 @@ def test_the_index_mirrors_a_library_through_changes_kills_and_prunes(ray_sessio
               f"    if {notes!r} in uris: os._exit(137)\n"
               "    clear(self, uris)\n"
               "Store._clear_errors = killed\n"
-              "from pipelines import index\n"
+              "from centerclip.commands import index\n"
               "index.main(sys.argv[1:])\n")
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     killed = subprocess.run([sys.executable, "-c", script, str(root), "--db", db, *MODEL, "--batch-size", "1"],

@@ -12,7 +12,7 @@ import torch
 from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.search.searcher import Result, Searcher
 from centerclip.index.store import FILTERABLE, Store, moment_key, video_key
-from pipelines.search import main, parse_where
+from centerclip.commands.search import main, parse_where
 
 CAPTIONS = ["a red circle moves left", "a blue square spins", "two green triangles bounce",
             "a yellow star fades out", "a man is cooking pasta", "a dog runs on a beach"]

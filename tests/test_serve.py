@@ -22,8 +22,11 @@ from centerclip import cli
 from centerclip.datasets.synthetic import render, write_video
 from centerclip.datasets.synthetic_scenes import BACKGROUNDS, plan
 from centerclip.index.store import Store
-from pipelines import index
-from pipelines import serve as serve_pipeline
+from centerclip.commands import index
+from centerclip.commands import serve as serve_command
+from centerclip.index.job import IndexJob
+from centerclip.index.sample import sample_inputs
+from centerclip.search import service as search_service
 
 
 def free_port() -> int:
@@ -39,7 +42,7 @@ def corpus(tmp_path_factory):
     moment is exactly the described scene. Returns (sample folder, long video, caption, file
     name the caption describes, scene length in seconds)."""
     cache = tmp_path_factory.mktemp("cache")
-    sample = index.sample_inputs(index.IndexJob(cache=str(cache), sample_videos=10))
+    sample = sample_inputs(IndexJob(cache=str(cache), sample_videos=10))
     inputs, caption, expected = sample.inputs, sample.query, sample.expected
     scene = next(video.scene for video in plan(10, seed=1) if f"{video.video_id}.mp4" == expected)
     frames = render(scene, 112, 10)
@@ -59,8 +62,8 @@ def service(ray_session, corpus, tmp_path_factory):
     summary = index.main([str(folder), str(long_video.parent), "--db", db, "--moment-length", str(seconds),
                           "--moment-stride", str(seconds), "--moments-after", str(3 * seconds - 0.5)])
     assert summary["videos"] == 11 and summary["moments"] == 3 and summary["errors"] == 0
-    config = serve_pipeline.ServeConfig(db=db, port=free_port(), refresh=0.2, max_replicas=1, cpus=0.25)
-    url = serve_pipeline.start(config)
+    config = search_service.ServeConfig(db=db, port=free_port(), refresh=0.2, max_replicas=1, cpus=0.25)
+    url = search_service.start(config)
     yield url.rstrip("/"), db
     serve.shutdown()
 
@@ -220,19 +223,19 @@ def test_without_a_token_only_local_host_names_are_answered(service):
 def test_other_addresses_need_a_token(service, capsys, monkeypatch):
     monkeypatch.delenv("CENTERCLIP_TOKEN", raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(serve_pipeline.main, ["--db", service[1], "--host", "0.0.0.0"])
+        cli.run(serve_command.main, ["--db", service[1], "--host", "0.0.0.0"])
     assert exit_info.value.code == 2 and "token" in capsys.readouterr().err
 
 
 def test_a_table_of_another_model_is_refused_before_serving(tmp_path, capsys):
     Store.open(str(tmp_path / "db"), dim=32)  # the built-in model embeds into 128 dims
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(serve_pipeline.main, ["--db", str(tmp_path / "db"), "--port", str(free_port())])
+        cli.run(serve_command.main, ["--db", str(tmp_path / "db"), "--port", str(free_port())])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "embeds into 128 dims but the table holds 32-d vectors" in error
     assert len(error.strip().splitlines()) == 1
     with pytest.raises(ValueError, match="embeds into 128 dims"):  # serve run / serve deploy refuse it too
-        serve_pipeline.build({"db": str(tmp_path / "db")})
+        search_service.build({"db": str(tmp_path / "db")})
 
 
 @contextlib.contextmanager
@@ -299,9 +302,9 @@ def test_media_serves_a_file_whose_name_is_not_utf8(ray_session, corpus, tmp_pat
 
 
 def test_serve_run_builder_takes_config_fields(service):
-    assert serve_pipeline.build({"db": service[1], "max_replicas": "1", "refresh": "0.5"}) is not None
+    assert search_service.build({"db": service[1], "max_replicas": "1", "refresh": "0.5"}) is not None
     with pytest.raises(ValueError, match="unknown argument 'colour'"):
-        serve_pipeline.build({"db": service[1], "colour": "red"})
+        search_service.build({"db": service[1], "colour": "red"})
 
 
 # ---------------------------------------------------------------------------- a real browser

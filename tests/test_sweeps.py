@@ -18,7 +18,7 @@ from ray.tune.search.sample import Categorical
 
 from centerclip.model.checkpoint import save_checkpoint
 from centerclip.train.loop import TrainConfig
-from pipelines import evaluate as evaluate_pipeline
+from centerclip.train import benchmark
 from sweeps import report, sweep
 
 REPO = Path(__file__).parents[1]
@@ -75,9 +75,9 @@ def test_tiny_sweep_reports_every_trial_with_csv_png_and_tensorboard(tiny_sweep)
 
 def test_sweep_metrics_equal_the_evaluate_pipeline(tiny_sweep, synthetic_small, test_weights):
     folder, rows = tiny_sweep
-    job = evaluate_pipeline.EvaluateJob(root=str(synthetic_small), pretrained=str(test_weights), frames=4, batch_size=4,
+    job = benchmark.EvaluateJob(root=str(synthetic_small), pretrained=str(test_weights), frames=4, batch_size=4,
                                         schedules=("kmedoids@2:2x16",), cache=str(folder / "cache"))
-    [expected] = evaluate_pipeline.run(job)
+    [expected] = benchmark.run(job)
     row = next(row for row in rows if row["schedule"] == "kmedoids@2:2x16")
     for subset, prefix in (("all", ""), ("temporal", "temporal/")):
         for direction, values in expected[subset].items():

@@ -5,7 +5,8 @@ go to the errors table. Start reading at ``engine.py``."""
 from .. import lazy_exports
 
 _PUBLIC = {
-    "Store": "store", "list_inputs": "listing", "MomentConfig": "decode_stage", "DecodeVideos": "decode_stage",
+    "IndexJob": "job", "MomentConfig": "job", "run": "engine", "plan": "engine", "list_errors": "engine",
+    "Store": "store", "list_inputs": "listing", "pools": "pools", "DecodeVideos": "decode_stage",
     "EncodeClips": "encode_stage", "EncodeSettings": "encode_stage",
 }
 __all__ = sorted(_PUBLIC)

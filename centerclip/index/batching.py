@@ -1,8 +1,5 @@
-"""The stages of indexing, as plain callables on batches (dicts of numpy arrays), so Ray Data
-can run them (pipelines/index.py) and tests can call them directly.
-
-listing (centerclip.index.listing) -> DecodeVideos (CPU, centerclip.index.decode_stage) -> EncodeClips (GPU when present,
-centerclip.index.encode_stage) -> Store.upsert
+"""Batches between the stages of indexing (see engine.py): the listing's sources as the first
+batch, and the encoder's rows gathered back into whole videos for the writer.
 
 One row travels per *video* until the encoder: it carries all of the video's clips (the whole
 video and, for long videos, its moments). The encoder emits a row per clip; Ray Data may cut a
@@ -15,11 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode_stage import DecodeVideos, MomentConfig
-from .encode_stage import EncodeClips, EncodeSettings
 from .listing import Source
-
-__all__ = ["DecodeVideos", "EncodeClips", "EncodeSettings", "MomentConfig", "WholeVideos", "sources_batch"]
 
 
 def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The decoding stage of indexing (see ``centerclip.index.batching``): videos in, every video's clips
+"""The decoding stage of indexing (see ``engine.py``): videos in, every video's clips
 out as cropped uint8 frames, with a JPEG thumbnail per clip. It imports neither torch nor LanceDB, so a decoding process (a Ray
 actor, plus its isolated decode worker and that worker's fork server) stays near 100 MB instead
 of carrying a deep-learning runtime it never uses."""
@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..media.decoding import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
 from ..media.sources import local_file
 from ..media.thumbnails import thumbnail
-from ..media.decoding import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
+from .job import MomentConfig
 
 
 # One video, decoded: (its row in the call's batch, frames, starts, ends, thumbnails, error).
 Decoded = tuple[int, np.ndarray, list, list, list[bytes], str]
-
-
-@dataclass(frozen=True)
-class MomentConfig:
-    """Videos longer than ``min_duration`` seconds also get one row per window."""
-
-    length: float = 10.0
-    stride: float = 10.0
-    min_duration: float = 20.0
 
 
 class DecodeVideos:

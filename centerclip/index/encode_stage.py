@@ -1,4 +1,4 @@
-"""The encoding stage of indexing (see ``centerclip.index.batching``): every video's clips in, one
+"""The encoding stage of indexing (see ``engine.py``): every video's clips in, one
 embedding row per clip out. Its module imports neither LanceDB nor a video decoder, so an encoder
 actor loads torch and the model and little else."""
 

@@ -20,11 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..cli import Drop
-from .registry import BUILTIN, META, WEIGHTS, check_weights, checkpoint_meta, is_pickle, names_a_file
-from .open_clip_registry import open_clip  # with our model names registered
+from .openclip import open_clip  # with our model names registered
+from .weight_files import META, WEIGHTS, check_weights, is_pickle, names_a_file
 
-__all__ = ["BUILTIN", "META", "WEIGHTS", "checkpoint_meta", "create_clip", "load_state_dict", "save_checkpoint"]
+__all__ = ["create_clip", "load_state_dict", "save_checkpoint"]
 
 
 def save_checkpoint(folder: str | Path, clip: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -117,7 +116,9 @@ def create_clip(model: str, pretrained: str | None) -> torch.nn.Module:
     if names_a_file(pretrained):
         state = load_state_dict(pretrained)  # a path that is no weights file is refused here, naming it
         # open_clip warns that the model is randomly initialised: true only until load_weights.
-        notice = Drop("Model initialized randomly")
+        def notice(record: logging.LogRecord) -> bool:
+            return "Model initialized randomly" not in record.getMessage()
+
         logging.getLogger().addFilter(notice)
         try:
             clip = open_clip.create_model(model, load_weights=False)

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import patch
-from .checkpoint import BUILTIN, WEIGHTS, create_clip
-from .registry import DEFAULT_MODEL, EncoderConfig, default_frames
-from .open_clip_registry import open_clip  # with our model names registered
+from .checkpoint import create_clip
+from .registry import BUILTIN, DEFAULT_MODEL, EncoderConfig, default_frames
+from .openclip import open_clip  # with our model names registered
 from .schedule import Schedule
+from .weight_files import WEIGHTS
 from ..media.pixels import model_preprocessing, preprocess
 
 __all__ = ["DEFAULT_MODEL", "EncoderConfig", "VideoEncoder", "contrastive_loss", "default_frames", "mean_pool"]

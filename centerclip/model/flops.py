@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import patch
-from .open_clip_registry import open_clip  # with our model names registered
+from .openclip import open_clip  # with our model names registered
 from .schedule import Schedule
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..model.encoder import EncoderConfig, VideoEncoder
-from ..media.frames import center_crop
+from ..media.pixels import center_crop
 from ..index.listing import list_inputs
 from ..index.store import Store, equals_filter
 from ..media.decoding import Decoder, SamplingConfig

@@ -1,0 +1,56 @@
+"""Search as a service on Ray Serve: an HTTP JSON API and a web page over an indexed table.
+
+    python pipelines/serve.py --db centerclip.lancedb            # then open http://127.0.0.1:8000/
+    serve run centerclip.search.service:build db=centerclip.lancedb          # the same app under Ray Serve's CLI
+
+One deployment, ``SearchService``: each replica holds the text tower (GPU when the cluster has one),
+encodes concurrent queries as one batch, serves the API and the page (centerclip.search.web) and opens
+the store once, re-reading it every ``--refresh`` seconds so rows an indexer writes show up.
+Replicas autoscale between --min-replicas and --max-replicas. The server binds 127.0.0.1; another
+--host needs a token (--token, or CENTERCLIP_TOKEN), checked on every request.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from .. import cli
+from ..model.registry import DEFAULT_MODEL
+from ..search.web.app import TOKEN_ENV
+
+
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", default="centerclip.lancedb", help="LanceDB database written by pipelines/index.py (default: %(default)s)")
+    parser.add_argument("--table", default="videos", help="embeddings table (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; any other needs a token)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    parser.add_argument("--token", help=f"secret every request must carry; prefer the {TOKEN_ENV} environment variable, "
+                                        "which other users cannot read in the process list")
+    parser.add_argument("--model", help=f"open_clip model the table was indexed with (default: the built-in {DEFAULT_MODEL})")
+    parser.add_argument("--pretrained", help="weights of that model: open_clip tag, file or centerclip checkpoint")
+    parser.add_argument("--refresh", type=float, default=1.0, help="seconds between checks for newly indexed rows (default: %(default)s)")
+    parser.add_argument("--min-replicas", type=int, default=1, help="replicas at least (default: %(default)s)")
+    parser.add_argument("--max-replicas", type=int, default=2, help="replicas at most (default: %(default)s)")
+    parser.add_argument("--cpus", type=float, default=0.5, help="CPUs per replica (default: %(default)s)")
+    parser.add_argument("--gpus", type=float, help="GPUs per replica, for the text tower (default: 0.25 where the cluster has GPUs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in the foreground until Ctrl-C (or SIGTERM), then delete the app."""
+    args = vars(build_parser().parse_args(argv))
+    args.pop("debug")
+    from ray import serve
+
+    from ..search.service import ServeConfig, start
+
+    config = ServeConfig(**args)
+    url = start(config)
+    print(f"centerclip is serving {config.db} (table {config.table}) at {url}  (Ctrl-C stops it)", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    serve.delete(config.name)  # our app only: Serve may run other apps on a shared cluster

@@ -1,0 +1,49 @@
+"""What one indexing run does: its inputs, store, model, pools and moments, as one frozen config
+that the command line builds and every stage reads. Light: no torch, Ray or LanceDB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model.registry import EncoderConfig
+from ..model.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class MomentConfig:
+    """Moments: videos longer than ``min_duration`` seconds also get one row per window."""
+
+    length: float = 10.0
+    stride: float = 10.0
+    min_duration: float = 20.0
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    inputs: tuple[str, ...] = ()  # empty: a synthetic sample set generated under `cache`
+    db: str = "centerclip.lancedb"
+    table: str = "videos"
+    model: str | None = None
+    pretrained: str | None = None
+    schedule: str | None = None  # default: the model's own
+    frames: int | None = None
+    # Videos per decoder call, and per encoder call up to Ray Data's block size (128 MiB of frames;
+    # long videos go to the encoder in smaller calls). More amortises Ray Data's per-call cost
+    # (bench_index.py: 4 -> 16 videos saved 4-10% of the CPU per video; 16 -> 32 indexed about 10% faster).
+    batch_size: int = 32
+    decoders: int | None = None  # None: a pool of 1 and up that grows with the cluster's CPUs
+    decoder_cpus: float = 0.5  # decoding 8-16 small frames is light next to encoding them
+    encoders: int | None = None  # None: 1 and up, one per GPU the cluster has or adds; on CPUs, what fits
+    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the node's CPUs one decoder leaves (at most 8)
+    gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
+    moments: MomentConfig = field(default_factory=MomentConfig)
+    sample_videos: int = 40
+    cache: str = ".cache/centerclip"
+    query: str | None = None  # a search to show when indexing is done
+    prune: bool = False  # remove rows and errors of files no longer under the listed inputs
+    retry_errors: bool = False  # try again the inputs that failed and have not changed
+    fp32: bool = False  # encode in float32 (default: EncodeSettings.reduced_precision)
+
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig(model=self.model, pretrained=self.pretrained, frames=self.frames,
+                             schedule=Schedule.parse(self.schedule) if self.schedule else None)
