@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from centerclip import VideoEncoder  # noqa: E402
 from centerclip.datasets.synthetic_scenes import plan  # noqa: E402
 from centerclip.search.searcher import Searcher  # noqa: E402
-from centerclip.index.store import Store, moment_key, video_key  # noqa: E402
+from centerclip.index.keys import moment_key, video_key  # noqa: E402
+from centerclip.index.store import Store  # noqa: E402
 
 
 def write_table(db: str, rows: int, dim: int) -> Store:

@@ -1,13 +1,13 @@
 """centerclip: token clustering for efficient text-video retrieval.
 
-The package is split by concern into wings, each importing only those below it:
+The package is split by concern into wings, each importing only those listed before it:
 
-    model/     the clustered CLIP video encoder: schedules, clustering, the open_clip patch, weights
-    media/     decoding videos into sampled frames, moments, thumbnails (no torch)
     datasets/  one adapter per benchmark, and the synthetic generator
+    media/     decoding videos into sampled frames, moments, thumbnails (no torch)
+    model/     the clustered CLIP video encoder: schedules, clustering, the open_clip patch, weights
     index/     the indexing engine: listing, planning against the LanceDB store, Ray Data stages
-    search/    the searcher over a store, and the web service
     train/     fine-tuning, evaluation and retrieval metrics
+    search/    the searcher over a store, and the web service
     commands/  the command lines (pipelines/*.py run them)
 
 Public names load on first use (PEP 562), here and in every wing, so ``import

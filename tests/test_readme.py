@@ -92,8 +92,9 @@ def check_of(words: list[str]) -> str:
 
 def parse(words: list[str]) -> None:
     """The CLI's own parser accepts every flag of the command."""
-    script = words[1]
-    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    script = words[1].removesuffix(".py")
+    # pipelines/NAME.py runs centerclip.commands.NAME; sweeps/ are their own commands
+    module = importlib.import_module(script.replace("pipelines/", "centerclip.commands.").replace("/", "."))
     try:
         module.build_parser().parse_args(words[2:])
     except SystemExit as error:

@@ -11,7 +11,8 @@ import torch
 
 from centerclip import EncoderConfig, VideoEncoder, cli
 from centerclip.search.searcher import Result, Searcher
-from centerclip.index.store import FILTERABLE, Store, moment_key, video_key
+from centerclip.index.keys import FILTERABLE, moment_key, video_key
+from centerclip.index.store import Store
 from centerclip.commands.search import main, parse_where
 
 CAPTIONS = ["a red circle moves left", "a blue square spins", "two green triangles bounce",

@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from centerclip.index.store import (ERRORS_SCHEMA, IndexConfig, Store, embeddings_schema, equals_filter,
-                              moment_key, retry_conflicts, video_key)
+from centerclip.index.keys import moment_key, video_key
+from centerclip.index.schema import ERRORS_SCHEMA, embeddings_schema, equals_filter
+from centerclip.index.store import IndexConfig, Store, retry_conflicts
 
 DIM = 8
 

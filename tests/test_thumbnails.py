@@ -6,7 +6,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from centerclip.index.store import Store, embeddings_schema, video_key
+from centerclip.index.keys import video_key
+from centerclip.index.schema import embeddings_schema
+from centerclip.index.store import Store
 from centerclip.media.thumbnails import placeholder, thumbnail
 from centerclip.search.web.app import Catalog
 from tests.videos import frame_index, stripes

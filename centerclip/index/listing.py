@@ -29,7 +29,7 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 
 from ..media.sources import path_from_uri, uri_from_path
-from .store import video_key
+from .keys import video_key
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv",
                     ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".vob", ".mxf", ".asf")

@@ -1,6 +1,6 @@
 """LanceDB storage for video and moment embeddings, and for the inputs that failed to index.
 
-One table of embeddings (schema below, defined once) keyed by a stable ``id``, and one table of
+One table of embeddings (schema.py) keyed by a stable ``id``, and one table of
 errors keyed by ``uri``. Every write is an upsert (``merge_insert``) on a key that is declared as the
 table's unenforced primary key: with the key declared, Lance records the keys each commit inserts
 and a concurrent commit inserting the same keys conflicts and retries as an update, so parallel
@@ -24,21 +24,8 @@ import pyarrow.compute as pc
 from lancedb.expr import Expr, col, lit
 from lancedb.index import BTree, IvfRq
 
-from .keys import FILTERABLE, KEY_PATTERN, check_keys, moment_key, video_key  # noqa: F401 (the store's API)
-
-KINDS = ("video", "moment")
-ERROR_STAGES = ("probe", "decode", "encode", "write")
-
-_PRIMARY_KEY = {"lance-schema:unenforced-primary-key:position": "1"}
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-ERRORS_SCHEMA = pa.schema([
-    pa.field("uri", pa.string(), nullable=False, metadata=_PRIMARY_KEY),
-    pa.field("key", pa.string()),  # null when the input failed before its key was known
-    pa.field("stage", pa.string(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("time", _TIMESTAMP, nullable=False),
-])
+from .keys import check_keys
+from .schema import ERROR_STAGES, ERRORS_SCHEMA, KINDS, THUMBNAIL, embeddings_schema
 
 # Columns looked up by value: ids by the web page (a thumbnail, a video to play, "more like this")
 # and the indexer's plan, uris by the plan, replacing upserts and pruning. Without an index each
@@ -52,45 +39,7 @@ KEY_COLUMNS = ("id", "uri")
 # (IndexConfig.lookup_scan_share).
 IN_CHUNK = 32_768
 
-# A small JPEG of the row's middle frame (centerclip.media.thumbnails); null in rows written before it existed.
-THUMBNAIL = pa.field("thumbnail", pa.binary())
-
 T = TypeVar("T")
-
-
-def embeddings_schema(dim: int) -> pa.Schema:
-    """The embeddings table: one row per video (``start``/``end`` null) or moment."""
-    return pa.schema([
-        pa.field("id", pa.string(), nullable=False, metadata=_PRIMARY_KEY),
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("start", pa.float64()),
-        pa.field("end", pa.float64()),
-        pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("schedule", pa.string(), nullable=False),
-        pa.field("metadata", pa.string(), nullable=False),  # JSON of the manifest's extra columns
-        pa.field("indexed_at", _TIMESTAMP, nullable=False),
-        THUMBNAIL,
-    ])
-
-
-def equals_filter(values: Mapping[str, str | Iterable[str]]) -> Expr | None:
-    """Exact-match filter on FILTERABLE columns: several values of one column match any of them,
-    several columns must all match. Values become typed literals, never SQL text."""
-    unknown = sorted(set(values) - set(FILTERABLE))
-    if unknown:
-        raise ValueError(f"cannot filter on {unknown[0]!r}; filterable columns: {', '.join(FILTERABLE)}")
-    condition = None
-    for column, wanted in values.items():
-        values_given = wanted
-        wanted = [wanted] if isinstance(wanted, str) else list(wanted) if isinstance(wanted, (list, tuple, set)) else None
-        if not wanted or not all(isinstance(value, str) for value in wanted):
-            raise TypeError(f"filter values for {column!r} must be a string or a list of strings, got {values_given!r:.80}")
-        clause = col(column) == lit(wanted[0]) if len(wanted) == 1 else col(column).isin(wanted)
-        condition = clause if condition is None else condition & clause
-    return condition
 
 
 def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 def index_and_search(job: IndexJob, progress=None) -> dict:
     """The engine's summary, with ``search`` (the query's top 3) and, on the sample set, ``sample``
     (R@1, R@5 and the median rank of every caption's own video)."""
-    sample = None if job.inputs else sample_inputs(job)
+    summary = run(job, progress)  # checks the model first, then generates the sample set if no inputs are given
+    sample = None if job.inputs else sample_inputs(job)  # the set just indexed
     if sample is not None:
-        job = dataclasses.replace(job, inputs=sample.inputs, query=sample.query)
-    summary = run(job, progress)
+        job = dataclasses.replace(job, query=sample.query)
     if not job.query:
         return summary
     from ..index.store import Store

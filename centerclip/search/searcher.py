@@ -17,7 +17,8 @@ import torch
 from ..model.encoder import EncoderConfig, VideoEncoder
 from ..media.pixels import center_crop
 from ..index.listing import list_inputs
-from ..index.store import Store, equals_filter
+from ..index.schema import equals_filter
+from ..index.store import Store
 from ..media.decoding import Decoder, SamplingConfig
 
 # Rows fetched per wanted video: a long video's moments crowd the nearest rows, and every video

@@ -24,7 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..searcher import Result, Searcher
-from ...index.store import KEY_PATTERN, KINDS, THUMBNAIL, Store
+from ...index.keys import KEY_PATTERN
+from ...index.schema import KINDS, THUMBNAIL
+from ...index.store import Store
 from ...media.thumbnails import placeholder
 from .media import RangeNotSatisfiable, Span, content_type, open_uri, read_span, requested_span
 
