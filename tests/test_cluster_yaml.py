@@ -93,3 +93,30 @@ def test_says_the_security_group_is_the_perimeter():
     text = " ".join(" ".join(line.lstrip("# ") for line in CONFIG.read_text().splitlines()).split())
     assert "security group is the perimeter" in text and "metrics port answers without the token" in text
     assert "chmod 600 ~/.ray/auth_token" in text
+
+
+def test_pools_fit_each_worker_node_type_and_grow_with_the_autoscaler():
+    """Sizing from cluster.yaml's node types as data (no cluster): with the head at CPU 0 and no
+    worker up yet, a decoder and an encoder fit together on each node type the autoscaler can add,
+    on CPUs and on GPUs, and both pools are left to grow."""
+    from centerclip.index.job import IndexJob
+    from centerclip.index.pools import ClusterShape, node_types, pools
+
+    config = load()
+    assert config["available_node_types"]["head"]["resources"] == {"CPU": 0}
+    types = node_types(config)
+    assert {(shape.cpus, shape.gpus) for shape in types} == {(32.0, 0.0), (4.0, 1.0)}  # the workers, never the head
+    for job in (IndexJob(inputs=("videos",)), IndexJob(inputs=("videos",), gpus_per_encoder=1.0)):
+        sizes = pools(job, ClusterShape(nodes=(), node_types=types))
+        assert sizes.decoders[1] is None and sizes.encoders[1] is None  # the autoscaler adds what is asked
+        for shape in types if not job.gpus_per_encoder else [t for t in types if t.gpus]:
+            assert sizes.decoder_cpus + sizes.encoder_cpus <= shape.cpus
+            assert sizes.encoder_gpus <= shape.gpus
+    # Each type alone, as a fixed cluster of one such node: both stages fit on it and are bounded.
+    for shape in types:
+        job = IndexJob(inputs=("videos",), gpus_per_encoder=1.0 if shape.gpus else 0.0)
+        sizes = pools(job, ClusterShape(nodes=(shape,)))
+        low, high = sizes.encoders
+        assert high is not None and high >= 1
+        assert high * sizes.encoder_cpus + sizes.decoder_cpus <= shape.cpus
+        assert sizes.decoders[1] >= 1 and sizes.decoders[1] * sizes.decoder_cpus + high * sizes.encoder_cpus <= shape.cpus

@@ -18,7 +18,7 @@ from centerclip.commands import index
 from centerclip.commands import search as search_cli
 from centerclip.index import engine
 from centerclip.index.job import IndexJob
-from centerclip.index.pools import pools
+from centerclip.index.pools import ClusterShape, NodeShape, pools
 from tests.videos import truncate, write_video
 
 MODEL = ["--model", "centerclip-test", "--frames", "4", "--batch-size", "4"]
@@ -132,19 +132,30 @@ def test_a_run_killed_midway_then_rerun_is_exact(ray_session, synthetic_small, t
     assert len(table) == 20 and len({row["id"] for row in table}) == 20
 
 
-def test_pools_grow_with_the_cluster_unless_flags_fix_them():
-    gpu = pools(IndexJob(gpus_per_encoder=1), {"CPU": 0.0})  # a head with CPU: 0, GPU workers to come
-    assert gpu.decoders == (1, None) and gpu.encoders == (1, None) and gpu.encoder_gpus == 1 and gpu.encoder_cpus == 1
+def test_pools_fit_the_smallest_node_and_grow_only_where_the_cluster_can_unless_flags_fix_them():
+    two_small = pools(IndexJob(), ClusterShape(nodes=(NodeShape(1), NodeShape(1))))  # two 1-CPU workers
+    assert two_small.decoder_cpus + two_small.encoder_cpus <= 1
+    assert two_small.decoders == (1, 2) and two_small.encoders == (1, 2)  # one of each per node, no more
+    assert two_small.strategy("decoders").initial_size == 2
+    alone = pools(IndexJob(), ClusterShape())  # a 0-CPU head, workers to come: fits a 1-CPU node, grows
+    assert alone.decoders == (1, None) and alone.encoders == (1, None) and alone.decoder_cpus + alone.encoder_cpus <= 1
+    gpu = pools(IndexJob(gpus_per_encoder=1), ClusterShape())  # GPU workers to come
+    assert gpu.encoders == (1, None) and gpu.encoder_gpus == 1 and gpu.encoder_cpus == 1
     assert gpu.strategy("encoders").max_size == float("inf")
-    cpu = pools(IndexJob(), {"CPU": 2.0})
-    assert cpu.encoders == (1, 1) and cpu.encoder_cpus == 1.5 and cpu.threads == 2 and cpu.decoders == (1, None)
-    big = pools(IndexJob(), {"CPU": 32.0})
-    assert big.encoder_cpus == 8 and big.encoders == (1, 3)
-    fixed = pools(IndexJob(decoders=3, encoders=2, gpus_per_encoder=1), {"CPU": 8.0, "GPU": 4.0})
+    gpus = pools(IndexJob(gpus_per_encoder=1), ClusterShape(nodes=(NodeShape(4, 1), NodeShape(4, 1))))
+    assert gpus.encoders == (1, 2) and gpus.encoder_cpus == 1 and gpus.decoders == (1, 12)
+    local = pools(IndexJob(), ClusterShape(nodes=(NodeShape(2),)))  # one 2-CPU node
+    assert local.encoders == (1, 1) and local.encoder_cpus == 1.5 and local.threads == 2 and local.decoders == (1, 1)
+    big = pools(IndexJob(), ClusterShape(nodes=(NodeShape(32),)))
+    assert big.encoder_cpus == 8 and big.encoders == (1, 3) and big.decoders == (1, 16)
+    scaling = pools(IndexJob(), ClusterShape(nodes=(NodeShape(2),), node_types=(NodeShape(8),)))
+    assert scaling.encoder_cpus == 1.5 and scaling.encoders == (1, None)  # sized for the smallest, grows onto new nodes
+    fixed = pools(IndexJob(decoders=3, encoders=2, gpus_per_encoder=1), ClusterShape(nodes=(NodeShape(8, 4),)))
     assert fixed.decoders == (3, 3) and fixed.encoders == (2, 2)
     assert fixed.strategy("decoders").min_size == fixed.strategy("decoders").max_size == 3
-    two = pools(IndexJob(encoders=2), {"CPU": 2.0})  # two encoders fit beside a decoder
+    two = pools(IndexJob(encoders=2), ClusterShape(nodes=(NodeShape(2),)))  # two encoders fit beside a decoder
     assert two.encoders == (2, 2) and two.encoder_cpus == 0.75 and 2 * two.encoder_cpus + two.decoder_cpus <= 2
+    assert pools(IndexJob(decoder_cpus=0.25), ClusterShape(nodes=(NodeShape(1),))).decoder_cpus == 0.25
 
 
 def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus):

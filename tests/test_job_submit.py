@@ -23,6 +23,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def listening(port: int) -> set[str]:
+    """The IPv4 addresses a TCP port listens on, from /proc/net/tcp{,6} (state 0A), as dotted quads;
+    an IPv4-mapped IPv6 address counts as its IPv4 one, any other IPv6 address as "::"."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:
+                continue
+            if len(address) == 32 and address[:24] != "0000000000000000FFFF0000":
+                found.add("::")
+                continue
+            found.add(".".join(str(int(address[-8:][i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
 def test_ray_job_submit_indexes_on_a_local_head(synthetic_small, tmp_path):
     dashboard = free_port()
     # Ray's socket paths live under its temp dir and must fit in 107 bytes: pytest's tmp_path is too deep.
@@ -30,7 +47,9 @@ def test_ray_job_submit_indexes_on_a_local_head(synthetic_small, tmp_path):
     # Token authentication, as cluster.yaml runs it; the job's `python` is this environment's.
     env = {**{key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"},
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           # Without this, Ray may swap 127.0.0.1 for the host's address and listen there.
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     # Every port the head listens on is its own, on loopback: the test session's Ray already holds
     # the defaults (its dashboard agent on 52365, for one), and a head that cannot bind them has no
     # job agent. --block keeps the head in this process group, which we stop with a signal at the end.
@@ -50,6 +69,8 @@ def test_ray_job_submit_indexes_on_a_local_head(synthetic_small, tmp_path):
         while subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, env=env).returncode:
             assert time.monotonic() < deadline and head.poll() is None, f"the head did not start: {head.stderr.read()!r}"
             time.sleep(1)
+        gcs = int(ports[0].split("=")[1])
+        assert listening(gcs) and all(address.startswith("127.") for address in listening(gcs)), listening(gcs)
         db = tmp_path / "db"
         command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--no-wait",
                    "--submission-id", "index-test", "--", "python", "pipelines/index.py",

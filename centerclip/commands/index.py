@@ -37,7 +37,8 @@ def build_parser() -> cli.ArgumentParser:
                         help="videos per decoder and encoder call; long videos go to the encoder in calls of about 128 MiB "
                              "of frames (default: %(default)s; fewer: smaller writes, more of Ray's per-call cost)")
     parser.add_argument("--decoders", type=cli.positive(int), help="decoding actors (default: from 1 up to what the cluster's CPUs allow)")
-    parser.add_argument("--decoder-cpus", type=cli.positive(float), default=0.5, help="CPUs per decoding actor (default: %(default)s)")
+    parser.add_argument("--decoder-cpus", type=cli.positive(float), help="CPUs per decoding actor (default: 0.5, at most half the "
+                                                                         "smallest node)")
     parser.add_argument("--encoders", type=cli.positive(int), help="encoder actors (default: from 1 up to one per GPU the cluster "
                                                                    "has or adds; on CPUs, as many as fit beside a decoder)")
     parser.add_argument("--encoder-cpus", type=cli.positive(float), help="CPUs per encoder actor (default: 1 with GPUs, else "

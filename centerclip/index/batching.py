@@ -15,6 +15,14 @@ import numpy as np
 from .listing import Source
 
 
+def this_node() -> str:
+    """The Ray node this process runs on ("" outside Ray): the stages tag their rows with it, so a
+    job can say which nodes decoded and encoded."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
     return {"uri": np.array([s.uri for s in sources], dtype=object),
             "key": np.array([s.key for s in sources], dtype=object),

@@ -10,11 +10,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..media.decoding import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
+from ..media.decoding import (
+    Decoder,
+    SamplingConfig,
+    VideoDecodeError,
+    center_crop,
+    sample_video,
+)
 from ..media.sources import local_file
 from ..media.thumbnails import thumbnail
+from .batching import this_node
 from .job import MomentConfig
-
 
 # One video, decoded: (its row in the call's batch, frames, starts, ends, thumbnails, error).
 Decoded = tuple[int, np.ndarray, list, list, list[bytes], str]
@@ -32,6 +38,7 @@ class DecodeVideos:
         self.moments = moments
         self.block_bytes = block_bytes  # Ray Data's target block size (DataContext.target_max_block_size)
         self.decoder = Decoder(timeout=timeout)
+        self.node = this_node()
 
     def clips(self, uri: str) -> tuple[np.ndarray, list[float | None], list[float | None], list[bytes]]:
         # Remote files are copied here, so a killed worker leaves no temporary file behind.
@@ -52,10 +59,10 @@ class DecodeVideos:
                 part.append((row, empty, [], [], [], failure.reason))
             size += part[-1][1].nbytes
             if size >= self.block_bytes:
-                yield _part(batch, part)
+                yield _part(batch, part, self.node)
                 part, size = [], 0
         if part:
-            yield _part(batch, part)
+            yield _part(batch, part, self.node)
 
 
 def index_clips(path: str, sampling: SamplingConfig, moments: MomentConfig
@@ -70,11 +77,12 @@ def index_clips(path: str, sampling: SamplingConfig, moments: MomentConfig
             [None] + [moment.end for moment in windows], [thumbnail(clip) for clip in clips])
 
 
-def _part(batch: dict[str, np.ndarray], part: list[Decoded]) -> dict[str, np.ndarray]:
+def _part(batch: dict[str, np.ndarray], part: list[Decoded], node: str) -> dict[str, np.ndarray]:
     rows, frames, starts, ends, thumbnails, errors = zip(*part)
     return {**{name: values[list(rows)] for name, values in batch.items()}, "frames": _ragged(frames),
             "thumbnails": _ragged(thumbnails), "starts": np.array([json.dumps(s) for s in starts], dtype=object),
-            "ends": np.array([json.dumps(e) for e in ends], dtype=object), "error": np.array(errors, dtype=object)}
+            "ends": np.array([json.dumps(e) for e in ends], dtype=object), "error": np.array(errors, dtype=object),
+            "decoded_on": np.array([node] * len(part), dtype=object)}
 
 
 def _ragged(values: list) -> np.ndarray:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .keys import moment_key
 from ..model.registry import EncoderConfig
+from .batching import this_node
+from .keys import moment_key
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class EncodeClips:
         if settings.reduced_precision and (self.device.type == "cuda" or self.bfloat16):
             self.encoder = self.encoder.to(torch.float16 if self.device.type == "cuda" else torch.bfloat16)
         self.settings = settings
+        self.node = this_node()
         self.model = self.encoder.model_name if self.encoder.pretrained is None else \
             f"{self.encoder.model_name}:{Path(self.encoder.pretrained).name}"
 
@@ -100,7 +102,8 @@ class EncodeClips:
                     errors[i], stages[i] = f"cannot encode: {failure}", "encode"
                 good, vectors = [], vectors[:0]
         rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "thumbnail",
-                                                       "error", "stage", "video_rows")}
+                                                       "error", "stage", "video_rows", "decoded_on")}
+        decoded_on = batch["decoded_on"] if "decoded_on" in batch else [""] * len(errors)
 
         def add(**values: Any) -> None:
             for name, value in values.items():
@@ -111,11 +114,13 @@ class EncodeClips:
             for start, end, jpeg in zip(json.loads(batch["starts"][i]), json.loads(batch["ends"][i]), batch["thumbnails"][i]):
                 add(id=key if start is None else moment_key(key, start, end), video_id=key,
                     kind="video" if start is None else "moment", uri=batch["uri"][i], start=start, end=end,
-                    metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="", video_rows=len(batch["thumbnails"][i]))
+                    metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="", video_rows=len(batch["thumbnails"][i]),
+                    decoded_on=decoded_on[i])
         failed = [i for i, error in enumerate(errors) if error]
         for i in failed:
             add(id=batch["key"][i], video_id=batch["key"][i], kind="video", uri=batch["uri"][i], start=None, end=None,
-                metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i], video_rows=1)
+                metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i], video_rows=1,
+                decoded_on=decoded_on[i])
         count = len(rows["id"])
         return {
             **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end", "video_rows")},
@@ -126,4 +131,5 @@ class EncodeClips:
             "vector": np.concatenate([vectors, np.zeros((len(failed), vectors.shape[1]), np.float32)]).reshape(count, -1),
             "model": np.array([self.model] * count, dtype=object),
             "schedule": np.array([str(self.encoder.schedule)] * count, dtype=object),
+            "encoded_on": np.array([self.node] * count, dtype=object),
         }

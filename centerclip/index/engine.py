@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .job import IndexJob
-from .pools import pools
+from .pools import cluster_shape, pools
 from .sample import sample_inputs
 
 if TYPE_CHECKING:
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
     from .store import Store
 
 log = logging.getLogger("centerclip.index")
+
+
+def _lost_work() -> tuple[type[BaseException], ...]:
+    """What a pass ends with when the cluster loses work: an actor gone with its node, a block
+    lost with the node holding it. A failure of our own code is none of these, and is raised."""
+    from ray import exceptions
+
+    return (exceptions.RayActorError, exceptions.ObjectLostError, exceptions.NodeDiedError, exceptions.WorkerCrashedError)
 
 
 def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
@@ -85,28 +94,80 @@ def failures(store: Store, uris: set[str], first: int = 20) -> dict:
             "first": [{name: row[name] for name in ("uri", "stage", "reason")} for row in errors[:first]]}
 
 
+# A pass over the videos left ends early when the cluster loses work (a node, its actors or the
+# blocks they held); the next pass, on the actors that the cluster can then host, takes the
+# videos the last one did not finish. Written videos are never redone.
+PASSES = 4
+
+
 @dataclass(frozen=True)
 class Written:
     """What ``encode`` wrote: videos, their moments, and videos that failed; when the first batch
-    was written (``time.perf_counter()``, videos written by then), and the last."""
+    was written (``time.perf_counter()``, videos written by then), and the last; the passes it
+    took, the videos indexed again after a pass lost them, and the nodes that decoded and encoded."""
 
     videos: int = 0
     moments: int = 0
     errors: int = 0
     first_batch: tuple[float, int] | None = None
     last_batch: float | None = None
+    passes: int = 0
+    retried: int = 0
+    lost: tuple[str, ...] = ()  # why each pass after the first was needed
+    decoded_on: frozenset[str] = frozenset()
+    encoded_on: frozenset[str] = frozenset()
+
+
+def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: list[Source]):
+    """The Ray Data pipeline over ``sources``: decoder actors, then encoder actors, each pool sized
+    to the cluster as it is now. Its batches are the encoder's rows."""
+    import ray
+
+    from ..media.decoding import SamplingConfig
+    from .batching import sources_batch
+    from .decode_stage import DecodeVideos
+    from .encode_stage import EncodeClips, EncodeSettings
+
+    cluster = cluster_shape()
+    sizes = pools(job, cluster)
+    # On several nodes, a job of few videos is cut into at least two calls per node, each its own
+    # block, so that every node's actors get work (one block of 40 videos is one decoder's call).
+    nodes = len(cluster.nodes)
+    batch = job.batch_size if nodes < 2 else max(1, min(job.batch_size, math.ceil(len(sources) / (2 * nodes))))
+    sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
+    settings = EncodeSettings(encoder=config, threads=sizes.threads, reduced_precision=not job.fp32)
+    # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
+    # kills an actor. An actor that dies with its node is not restarted (max_restarts=0): a
+    # restart waits for CPUs the survivors hold, and the calls bound to it would wait with it. The
+    # pass fails instead, and the next one runs on what the cluster has then.
+    # Memory stays near a block per call whatever the videos' length: a decoder call ships its
+    # videos in parts of a block of frames, and the encoder takes the blocks as they come
+    # (batch_size=None), so a call of long videos never gathers them all.
+    block_bytes = ray.data.DataContext.get_current().target_max_block_size
+    # Ray Data (2.60) names no parameter for an actor's restarts: max_restarts goes as a plain remote
+    # argument, which it warns it will stop taking in 2.64.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return (
+            ray.data.from_items([dict(zip(("uri", "key", "metadata"), row)) for row in zip(*sources_batch(sources).values())],
+                                override_num_blocks=math.ceil(len(sources) / batch))
+            .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments, "block_bytes": block_bytes},
+                         batch_size=batch, compute=sizes.strategy("decoders"), num_cpus=sizes.decoder_cpus,
+                         batch_format="numpy", max_restarts=0)
+            .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=None,
+                         compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus, num_cpus=sizes.encoder_cpus,
+                         batch_format="numpy", max_restarts=0)
+        )
 
 
 def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source],
            progress) -> Written:
     """Decode and encode ``todo`` with Ray Data (on the cluster of `ray job submit`, else on a local
-    Ray started here and shut down after) and write their rows, whole videos at a time."""
+    Ray started here and shut down after) and write their rows, whole videos at a time, in passes
+    until every video is written or has failed."""
     import ray
 
-    from ..media.decoding import SamplingConfig
-    from .batching import WholeVideos, sources_batch
-    from .decode_stage import DecodeVideos
-    from .encode_stage import EncodeClips, EncodeSettings
+    from .batching import WholeVideos
     from .progress import LoggedProgress, quiet_ray
 
     quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
@@ -115,48 +176,51 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
         # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
         # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
         ray.init(include_dashboard=False)
-    sizes = pools(job, ray.cluster_resources())
-    sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
-    settings = EncodeSettings(encoder=config, threads=sizes.threads, reduced_precision=not job.fp32)
-    # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
-    # kills an actor; a lost actor (node failure, kill -9) is restarted and its batch retried,
-    # by Ray Data's defaults for actor pools (its per-call remote args are deprecated).
-    # Memory stays near a block per call whatever the videos' length: a decoder call ships its
-    # videos in parts of a block of frames, and the encoder takes the blocks as they come
-    # (batch_size=None), so a call of long videos never gathers them all.
-    block_bytes = ray.data.DataContext.get_current().target_max_block_size
-    dataset = (
-        ray.data.from_items([dict(zip(("uri", "key", "metadata"), row)) for row in zip(*sources_batch(todo).values())])
-        .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments, "block_bytes": block_bytes},
-                     batch_size=job.batch_size, compute=sizes.strategy("decoders"), num_cpus=sizes.decoder_cpus,
-                     batch_format="numpy")
-        .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=None,
-                     compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus, num_cpus=sizes.encoder_cpus,
-                     batch_format="numpy")
-    )
-    videos = moments = errors = 0
+    videos = moments = errors = retried = 0
     first_batch = last_batch = None
-    gathered = WholeVideos()
+    lost: list[str] = []
+    decoded_on: set[str] = set()
+    encoded_on: set[str] = set()
+    left = todo
     with (progress or LoggedProgress)(len(todo)) as shown:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            whole = gathered.add(batch)
-            if not len(whole["id"]):
+        for attempt in range(1, PASSES + 1):
+            done: set[str] = set()
+            gathered = WholeVideos()
+            try:
+                for batch in stream(job, config, shape, left).iter_batches(batch_size=None, batch_format="numpy"):
+                    whole = gathered.add(batch)
+                    if not len(whole["id"]):
+                        continue
+                    counts = write(store, whole)
+                    done.update(whole["video_id"])
+                    decoded_on.update(whole["decoded_on"])
+                    encoded_on.update(whole["encoded_on"])
+                    videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
+                    last_batch = time.perf_counter()
+                    first_batch = first_batch or (last_batch, videos + errors)
+                    shown.update(*counts)
+            except _lost_work() as failure:
+                left = [source for source in left if source.key not in done]
+                reason = f"pass {attempt} lost the work of {len(left)} videos ({type(failure).__name__})"
+                if attempt == PASSES:
+                    raise RuntimeError(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
+                                       f"nodes faster than it indexes? A re-run goes on from here") from None
+                log.warning("%s: indexing them again", reason)
+                lost.append(reason)
+                retried += len(left)
                 continue
-            counts = write(store, whole)
-            videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
-            last_batch = time.perf_counter()
-            first_batch = first_batch or (last_batch, videos + errors)
-            shown.update(*counts)
-        lost = gathered.left()
-        if lost is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
-            keys = dict(zip(lost["video_id"], lost["uri"]))
-            store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came back "
-                                 "from the encoder"} for key, uri in keys.items())
-            errors += len(keys)
-            shown.update(0, 0, len(keys))
+            missing = gathered.left()
+            if missing is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
+                keys = dict(zip(missing["video_id"], missing["uri"]))
+                store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came "
+                                     "back from the encoder"} for key, uri in keys.items())
+                errors += len(keys)
+                shown.update(0, 0, len(keys))
+            break
     if own_ray:
         ray.shutdown()  # a local Ray's processes (about 1 GB) go before a search loads a model here
-    return Written(videos, moments, errors, first_batch, last_batch)
+    return Written(videos, moments, errors, first_batch, last_batch, attempt, retried, tuple(lost),
+                   frozenset(decoded_on - {""}), frozenset(encoded_on - {""}))
 
 
 def run(job: IndexJob, progress=None) -> dict:
@@ -192,6 +256,9 @@ def run(job: IndexJob, progress=None) -> dict:
     summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": work.indexed,
                "failed_before": work.failed_before, "videos": videos, "moments": moments, "errors": failed["count"],
                **({"pruned": pruned} if pruned is not None else {}),
+               **({"nodes": {"decoded_on": len(written.decoded_on), "encoded_on": len(written.encoded_on)}} if todo else {}),
+               **({"retried": {"videos": written.retried, "passes": written.passes, "why": list(written.lost)}}
+                  if written.retried else {}),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
                "videos_per_s": round((videos + errors) / seconds, 2), "failures": failed}
     if written.first_batch:

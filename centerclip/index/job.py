@@ -31,10 +31,11 @@ class IndexJob:
     # long videos go to the encoder in smaller calls). More amortises Ray Data's per-call cost
     # (bench_index.py: 4 -> 16 videos saved 4-10% of the CPU per video; 16 -> 32 indexed about 10% faster).
     batch_size: int = 32
-    decoders: int | None = None  # None: a pool of 1 and up that grows with the cluster's CPUs
-    decoder_cpus: float = 0.5  # decoding 8-16 small frames is light next to encoding them
-    encoders: int | None = None  # None: 1 and up, one per GPU the cluster has or adds; on CPUs, what fits
-    encoder_cpus: float | None = None  # default: 1 with GPUs; on CPUs, the node's CPUs one decoder leaves (at most 8)
+    # Pools (pools.py): None sizes them from the cluster's nodes and the node types its autoscaler can add.
+    decoders: int | None = None  # None: 1 and up, over the CPUs the encoders leave
+    decoder_cpus: float | None = None  # None: 0.5, at most half the smallest node
+    encoders: int | None = None  # None: 1 and up, one per GPU; on CPUs, one per node or what fits beside a decoder
+    encoder_cpus: float | None = None  # None: 1 with GPUs; on CPUs, what a decoder leaves on the smallest node (at most 8)
     gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
     moments: MomentConfig = field(default_factory=MomentConfig)
     sample_videos: int = 40

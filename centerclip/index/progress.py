@@ -23,7 +23,9 @@ log = logging.getLogger("centerclip.index")
 # cluster has token auth on (it is, and should be), Ray Data's note that we turned its bars off for
 # ours, and Ray core's warning that restarted actors may lose constructor arguments held in the
 # object store (Ray Data puts every map actor's arguments there: ray-project/ray#53727).
-RAY_NOTICES = ("Token authentication is enabled for this Ray cluster", "Progress bars disabled")
+# Ray Data logs a pass that lost its work with a traceback; the engine says it in one line and goes on.
+RAY_NOTICES = ("Token authentication is enabled for this Ray cluster", "Progress bars disabled",
+               "An exception was raised from a task of operator")
 CORE_WORKER_NOTICES = (b"has constructor arguments in the object store",)
 
 
@@ -162,6 +164,12 @@ def format_summary(summary: dict) -> str:
     if summary["already_indexed"]:
         done += f"; {summary['already_indexed']} were already indexed"
     lines = [done + "."]
+    if "nodes" in summary:
+        lines.append(f"Decoded on {summary['nodes']['decoded_on']} nodes, encoded on {summary['nodes']['encoded_on']}.")
+    if "retried" in summary:
+        retried = summary["retried"]
+        lines.append(f"{retried['videos']} videos were indexed again after the cluster lost their work, in "
+                     f"{retried['passes']} passes ({'; '.join(retried['why'])}).")
     if summary["failed_before"]:
         lines.append(f"{summary['failed_before']} inputs failed before and have not changed: not tried again "
                      "(--retry-errors tries them).")
