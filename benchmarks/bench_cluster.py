@@ -34,24 +34,30 @@ from centerclip.index.store import Store  # noqa: E402
 NODE = {"node_ip_address": "127.0.0.1", "dashboard_agent_listen_port": 0, "num_cpus": 1}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU-seconds (user + system, /proc) of a process and its descendants: a raylet's workers are
-    its children. Processes that ended are not counted: the caller keeps the highest reading."""
+def cpu_seconds(roots: list[int]) -> dict[int, float]:
+    """CPU-seconds (user + system, from one read of /proc) of each root process and its
+    descendants: a raylet's workers are its children. Processes that ended are not counted: the
+    caller keeps the highest reading."""
     ticks = os.sysconf("SC_CLK_TCK")
-    stats = {}
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)  # ppid, utime+stime
-    tree, total = [pid], 0.0
-    while tree:
-        current = tree.pop()
-        total += stats.get(current, (0, 0.0))[1]
-        tree.extend(child for child, (parent, _) in stats.items() if parent == current)
-    return total
+            children.setdefault(int(fields[1]), []).append(int(entry.name))  # its parent's id
+            used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    totals = {}
+    for root in roots:
+        tree, total = [root], 0.0
+        while tree:
+            current = tree.pop()
+            total += used.get(current, 0.0)
+            tree.extend(children.get(current, ()))
+        totals[root] = total
+    return totals
 
 
 def raylet_pid(node) -> int:
@@ -61,15 +67,15 @@ def raylet_pid(node) -> int:
 def run(cluster, workers: list, library: Path, kill_after: float | None) -> dict:
     db = tempfile.mkdtemp(prefix="bench-cluster-db")
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
-    before = {raylet_pid(node): cpu_seconds(raylet_pid(node)) for node in workers}
+    before = cpu_seconds([raylet_pid(node) for node in workers])
     last = dict(before)
     videos = sum(1 for _ in library.iterdir())
     job = subprocess.Popen([sys.executable, str(REPO / "pipelines" / "index.py"), str(library), "--db", db, "--json"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     while job.poll() is None:
-        for pid in last:
-            last[pid] = max(last[pid], cpu_seconds(pid))  # a killed node's last reading stands
+        for pid, seconds in cpu_seconds(list(last)).items():
+            last[pid] = max(last[pid], seconds)  # a killed node's last reading stands
         if kill_after is not None and killed is None:
             try:
                 done = Store.open(db).count()

@@ -10,17 +10,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..media.decoding import (
-    Decoder,
-    SamplingConfig,
-    VideoDecodeError,
-    center_crop,
-    sample_video,
-)
+from ..media.decoding import Decoder, SamplingConfig, VideoDecodeError, center_crop, sample_video
 from ..media.sources import local_file
 from ..media.thumbnails import thumbnail
 from .batching import this_node
 from .job import MomentConfig
+
 
 # One video, decoded: (its row in the call's batch, frames, starts, ends, thumbnails, error).
 Decoded = tuple[int, np.ndarray, list, list, list[bytes], str]

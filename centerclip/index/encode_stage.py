@@ -103,7 +103,6 @@ class EncodeClips:
                 good, vectors = [], vectors[:0]
         rows: dict[str, list] = {name: [] for name in ("id", "video_id", "kind", "uri", "start", "end", "metadata", "thumbnail",
                                                        "error", "stage", "video_rows", "decoded_on")}
-        decoded_on = batch["decoded_on"] if "decoded_on" in batch else [""] * len(errors)
 
         def add(**values: Any) -> None:
             for name, value in values.items():
@@ -115,12 +114,12 @@ class EncodeClips:
                 add(id=key if start is None else moment_key(key, start, end), video_id=key,
                     kind="video" if start is None else "moment", uri=batch["uri"][i], start=start, end=end,
                     metadata=batch["metadata"][i], thumbnail=jpeg, error="", stage="", video_rows=len(batch["thumbnails"][i]),
-                    decoded_on=decoded_on[i])
+                    decoded_on=batch["decoded_on"][i])
         failed = [i for i, error in enumerate(errors) if error]
         for i in failed:
             add(id=batch["key"][i], video_id=batch["key"][i], kind="video", uri=batch["uri"][i], start=None, end=None,
                 metadata=batch["metadata"][i], thumbnail=b"", error=errors[i], stage=stages[i], video_rows=1,
-                decoded_on=decoded_on[i])
+                decoded_on=batch["decoded_on"][i])
         count = len(rows["id"])
         return {
             **{name: np.array(values, dtype=object) for name, values in rows.items() if name not in ("start", "end", "video_rows")},

@@ -220,7 +220,7 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
     if own_ray:
         ray.shutdown()  # a local Ray's processes (about 1 GB) go before a search loads a model here
     return Written(videos, moments, errors, first_batch, last_batch, attempt, retried, tuple(lost),
-                   frozenset(decoded_on - {""}), frozenset(encoded_on - {""}))
+                   frozenset(decoded_on), frozenset(encoded_on))
 
 
 def run(job: IndexJob, progress=None) -> dict:
