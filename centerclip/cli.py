@@ -18,6 +18,12 @@ USAGE_STATUS = 2  # argparse's status for a bad command line; ours for any bad i
 # Bad input, as the library reports it: ValueError (bad values, formats, schedules, weights) and
 # OSError (missing or unreadable files, no network). Anything else is a bug and keeps its traceback.
 EXPECTED = (ValueError, OSError)
+STOPPED_STATUS = 1  # a job that could not go on, its inputs fine
+
+
+class JobStopped(RuntimeError):
+    """A long job that cannot go on through no fault of its inputs (a cluster that cannot host its
+    actors, or keeps losing them); what is done is kept, and a re-run goes on from there."""
 
 T = TypeVar("T")
 
@@ -45,19 +51,20 @@ def schedule(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
-def positive(kind: type) -> Callable[[str], int | float]:
-    """argparse type: a number above zero."""
+def positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
+    """argparse type: a number above zero (``zero``: or zero)."""
+    bound = "at least 0" if zero else "above 0"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+            raise argparse.ArgumentTypeError(f"expected a {'' if zero else 'positive '}{kind.__name__}, got {text!r}") from None
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = f"{kind.__name__} {bound}" if zero else f"positive {kind.__name__}"
     return parse
 
 
@@ -100,7 +107,8 @@ def one_line(error: BaseException) -> str:
 
 def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = None) -> T:
     """Run a CLI's ``main(argv)`` as a program: quiet logging, and expected errors end it with one
-    line on stderr and status 2 (a SystemExit). ``main`` itself raises, for callers in Python."""
+    line on stderr and status 2 (a SystemExit; a stopped job: status 1). ``main`` itself raises,
+    for callers in Python."""
     debug = debugging(argv)
     quiet_logging(debug)
     module = main.__module__
@@ -110,6 +118,11 @@ def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = 
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(1) from None
+    except JobStopped as error:
+        if debug:
+            raise
+        print(f"{prog}: stopped: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(STOPPED_STATUS) from None
     except EXPECTED as error:
         if debug:
             raise

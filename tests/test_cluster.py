@@ -146,3 +146,14 @@ def test_a_head_alone_starts_and_grows_onto_nodes_added_after_the_start(cluster,
     assert summary["videos"] == 40 and summary["errors"] == 0
     assert summary["nodes"]["decoded_on"] >= 1 and summary["nodes"]["encoded_on"] >= 1
     exact(db, 40)
+
+
+def test_actors_no_node_can_host_stop_the_job_with_one_line_not_a_hang(cluster, library, tmp_path):
+    # Encoders of 2 CPUs on 1-CPU nodes: Ray would wait for a node that never comes.
+    job = index(cluster, str(library), "--db", str(tmp_path / "db"), "--encoder-cpus", "2", "--stall-minutes", "0.1")
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("index.py: stopped: nothing was indexed for 0.1 min"), err[-3000:]
+    assert "each encoder for 2 CPU" in last and "nodes alive: 3 (1 CPU, 1 CPU, 0 CPU)" in last, last
+    assert rows(str(tmp_path / "db")) == 0

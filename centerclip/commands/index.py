@@ -44,6 +44,9 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--encoder-cpus", type=cli.positive(float), help="CPUs per encoder actor (default: 1 with GPUs, else "
                                                                          "what a decoder leaves on the node, at most 8)")
     parser.add_argument("--gpus-per-encoder", type=float, default=0.0, help="GPUs per encoder actor, e.g. 1 (default: CPU)")
+    parser.add_argument("--stall-minutes", type=cli.positive(float, zero=True), default=IndexJob.stall_minutes,
+                        help="stop, saying why, when nothing is indexed for this long and no node joins or leaves the "
+                             "cluster (default: %(default)s; 0: wait forever)")
     parser.add_argument("--fp32", action="store_true", help="encode in float32 (default: fp16 on GPUs, bfloat16 on CPUs "
                                                            "that compute it natively: half the CPU per video)")
     parser.add_argument("--moment-length", type=cli.positive(float), help="moment window in seconds (default: 10; sample set: 3)")

@@ -15,15 +15,20 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..cli import JobStopped
+from . import watchdog
 from .job import IndexJob
-from .pools import cluster_shape, pools
+from .pools import Pools, cluster_shape, pools
 from .sample import sample_inputs
 
 if TYPE_CHECKING:
+    import ray
+
     from ..model.registry import EncoderConfig, ModelShape
     from .listing import Listing, Source
     from .store import Store
@@ -118,9 +123,9 @@ class Written:
     encoded_on: frozenset[str] = frozenset()
 
 
-def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: list[Source]):
+def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: list[Source]) -> tuple[Pools, ray.data.Dataset]:
     """The Ray Data pipeline over ``sources``: decoder actors, then encoder actors, each pool sized
-    to the cluster as it is now. Its batches are the encoder's rows."""
+    to the cluster as it is now, and those sizes. Its batches are the encoder's rows."""
     import ray
 
     from ..media.decoding import SamplingConfig
@@ -148,7 +153,7 @@ def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: lis
     # argument, which it warns it will stop taking in 2.64.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        return (
+        return sizes, (
             ray.data.from_items([dict(zip(("uri", "key", "metadata"), row)) for row in zip(*sources_batch(sources).values())],
                                 override_num_blocks=math.ceil(len(sources) / batch))
             .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments, "block_bytes": block_bytes},
@@ -187,7 +192,9 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
             done: set[str] = set()
             gathered = WholeVideos()
             try:
-                for batch in stream(job, config, shape, left).iter_batches(batch_size=None, batch_format="numpy"):
+                sizes, dataset = stream(job, config, shape, left)
+                for batch in watchdog.within(dataset.iter_batches(batch_size=None, batch_format="numpy"), job.stall_minutes,
+                                             partial(watchdog.why_stalled, job.stall_minutes, sizes)):
                     whole = gathered.add(batch)
                     if not len(whole["id"]):
                         continue
@@ -203,7 +210,7 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                 left = [source for source in left if source.key not in done]
                 reason = f"pass {attempt} lost the work of {len(left)} videos ({type(failure).__name__})"
                 if attempt == PASSES:
-                    raise RuntimeError(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
+                    raise JobStopped(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
                                        f"nodes faster than it indexes? A re-run goes on from here") from None
                 log.warning("%s: indexing them again", reason)
                 lost.append(reason)

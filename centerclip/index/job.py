@@ -37,6 +37,9 @@ class IndexJob:
     encoders: int | None = None  # None: 1 and up, one per GPU; on CPUs, one per node or what fits beside a decoder
     encoder_cpus: float | None = None  # None: 1 with GPUs; on CPUs, what a decoder leaves on the smallest node (at most 8)
     gpus_per_encoder: float = 0.0  # e.g. 1 on a GPU cluster
+    # Stop, saying why, when nothing is indexed for this long and no node joins or leaves (0: wait
+    # forever): Ray waits without end for actors that no node can host.
+    stall_minutes: float = 15.0
     moments: MomentConfig = field(default_factory=MomentConfig)
     sample_videos: int = 40
     cache: str = ".cache/centerclip"

@@ -32,8 +32,8 @@ def sample_inputs(job: IndexJob) -> Sample:
     root = ensure_synthetic(Path(job.cache) / "sample", job.sample_videos, seed=1)
     annotations = json.loads((root / "MSRVTT_data.json").read_text())
     # A caption whose video has no temporal twin: a twin differing only in motion direction or
-    # event order is the benchmark's hard case, not the demo's.
+    # event order is the benchmark's hard case, not the demo's (a small set may have none other).
     plain = {video["video_id"] for video in annotations["videos"] if not video.get("temporal")}
-    sentence = next(s for s in annotations["sentences"] if s["video_id"] in plain)
+    sentence = next((s for s in annotations["sentences"] if s["video_id"] in plain), annotations["sentences"][0])
     captions = tuple((s["caption"], f"{s['video_id']}.mp4") for s in annotations["sentences"])
     return Sample((str(root / "videos"),), sentence["caption"], f"{sentence['video_id']}.mp4", captions)
