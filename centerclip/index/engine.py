@@ -211,7 +211,7 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                 reason = f"pass {attempt} lost the work of {len(left)} videos ({type(failure).__name__})"
                 if attempt == PASSES:
                     raise JobStopped(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
-                                       f"nodes faster than it indexes? A re-run goes on from here") from None
+                                     f"nodes faster than it indexes? A re-run goes on from here") from None
                 log.warning("%s: indexing them again", reason)
                 lost.append(reason)
                 retried += len(left)

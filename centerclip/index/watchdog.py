@@ -23,11 +23,11 @@ def alive_nodes() -> frozenset[tuple[str, float, float]]:
                      for node in ray.nodes() if node["Alive"])
 
 
-def why_stalled(minutes: float, sizes: Pools) -> str:
+def why_stalled(minutes: float, sizes: Pools, nodes: frozenset[tuple[str, float, float]]) -> str:
     """One line: how long nothing came, what each actor asks for, and what the cluster has."""
     import ray
 
-    nodes = sorted(alive_nodes(), key=lambda node: (-node[1], -node[2]))
+    nodes = sorted(nodes, key=lambda node: (-node[1], -node[2]))
     shapes = ", ".join(f"{cpus:g} CPU" + (f" {gpus:g} GPU" if gpus else "") for _, cpus, gpus in nodes) or "none"
     free = ray.available_resources()
     encoder = f"{sizes.encoder_cpus:g} CPU" + (f" {sizes.encoder_gpus:g} GPU" if sizes.encoder_gpus else "")
@@ -37,8 +37,8 @@ def why_stalled(minutes: float, sizes: Pools) -> str:
             f"--decoder-cpus/--encoder-cpus/--gpus-per-encoder; a re-run goes on from what was written")
 
 
-def within(batches: Iterable, stall_minutes: float, why: Callable[[], str]) -> Iterator:
-    """The items of ``batches``; raises JobStopped(why()) when none has come for ``stall_minutes``
+def within(batches: Iterable, stall_minutes: float, why: Callable[[frozenset], str]) -> Iterator:
+    """The items of ``batches``; raises JobStopped(why(alive nodes)) when none has come for ``stall_minutes``
     (0: wait forever) while the cluster's nodes stayed the same (a node joining or leaving is the
     cluster at work: an autoscaler's node booting, a lost one replaced). Only the wait for an item
     counts, not what the caller does with one. A watcher thread interrupts the wait in the main
@@ -59,7 +59,7 @@ def within(batches: Iterable, stall_minutes: float, why: Callable[[], str]) -> I
                     if state["waiting_since"] is not None:
                         state["waiting_since"] = time.monotonic()
                 elif state["waiting_since"] is not None and time.monotonic() - state["waiting_since"] > stall_minutes * 60:
-                    state["reason"] = why()
+                    state["reason"] = why(nodes)
                     _thread.interrupt_main()  # a KeyboardInterrupt in the main thread, which waits
                     return
 
