@@ -5,10 +5,11 @@ default flags through RAY_ADDRESS, on a fresh table, as a user runs it.
 
 Printed per run: wall seconds of the job (the summary's, from listing to the last write), videos/s,
 rows (exact: one per video), the passes the job took, and the share of each worker node's CPU in
-use (CPU-seconds of the processes under its raylet / the job's wall seconds). Then the ratios:
+use (CPU-seconds of the processes under its raylet, each counted up to its last reading, / the
+job's wall seconds). Then the ratios:
 2 nodes / 1 node, and the seconds a lost node costs (lost run - 2-node run). On one machine two
 nodes share its cores, so the ratio is bounded by what the cores give: read it with the CPU shares.
-Raw results go to benchmarks/results/cluster.json.
+Raw results go to benchmarks/results/cluster-<videos>.json.
 
     python benchmarks/bench_cluster.py [--videos 120] [--repeats 1]
 """
@@ -34,10 +35,10 @@ from centerclip.index.store import Store  # noqa: E402
 NODE = {"node_ip_address": "127.0.0.1", "dashboard_agent_listen_port": 0, "num_cpus": 1}
 
 
-def cpu_seconds(roots: list[int]) -> dict[int, float]:
-    """CPU-seconds (user + system, from one read of /proc) of each root process and its
-    descendants: a raylet's workers are its children. Processes that ended are not counted: the
-    caller keeps the highest reading."""
+def cpu_seconds(roots: list[int]) -> dict[int, dict[int, float]]:
+    """CPU-seconds (user + system, from one read of /proc) of each process under each root: a
+    raylet's workers are its children. Per process, because processes end during a run (a job's
+    actors, idle workers Ray lets go): the caller keeps each one's highest reading."""
     ticks = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     used: dict[int, float] = {}
@@ -49,15 +50,15 @@ def cpu_seconds(roots: list[int]) -> dict[int, float]:
                 continue
             children.setdefault(int(fields[1]), []).append(int(entry.name))  # its parent's id
             used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    totals = {}
+    trees = {}
     for root in roots:
-        tree, total = [root], 0.0
+        tree, found = [root], {}
         while tree:
             current = tree.pop()
-            total += used.get(current, 0.0)
+            found[current] = used.get(current, 0.0)
             tree.extend(children.get(current, ()))
-        totals[root] = total
-    return totals
+        trees[root] = found
+    return trees
 
 
 def raylet_pid(node) -> int:
@@ -68,14 +69,15 @@ def run(cluster, workers: list, library: Path, kill_after: float | None) -> dict
     db = tempfile.mkdtemp(prefix="bench-cluster-db")
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     before = cpu_seconds([raylet_pid(node) for node in workers])
-    last = dict(before)
+    last = {root: dict(tree) for root, tree in before.items()}
     videos = sum(1 for _ in library.iterdir())
     job = subprocess.Popen([sys.executable, str(REPO / "pipelines" / "index.py"), str(library), "--db", db, "--json"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     while job.poll() is None:
-        for pid, seconds in cpu_seconds(list(last)).items():
-            last[pid] = max(last[pid], seconds)  # a killed node's last reading stands
+        for root, tree in cpu_seconds(list(last)).items():
+            for pid, seconds in tree.items():  # a killed node's, or an ended process's, last reading stands
+                last[root][pid] = max(last[root].get(pid, 0.0), seconds)
         if kill_after is not None and killed is None:
             try:
                 done = Store.open(db).count()
@@ -90,7 +92,8 @@ def run(cluster, workers: list, library: Path, kill_after: float | None) -> dict
         raise SystemExit(f"bench_cluster: the job failed: {err[-2000:]}")
     summary = json.loads(out[out.index("{"):])
     shutil.rmtree(db, ignore_errors=True)
-    shares = [round((last[pid] - before[pid]) / summary["seconds"], 2) for pid in before]
+    shares = [round(sum(seconds - before[root].get(pid, 0.0) for pid, seconds in last[root].items()) / summary["seconds"], 2)
+              for root in before]
     return {"workers": len(workers), "killed": killed is not None, "seconds": summary["seconds"],
             "videos_per_s": summary["videos_per_s"], "rows": summary["rows_in_table"], "videos": videos,
             "passes": summary.get("retried", {}).get("passes", 1), "retried": summary.get("retried", {}).get("videos", 0),
@@ -138,7 +141,7 @@ def main() -> None:
     cost = sorted(r["seconds"] for r in lost)[len(lost) // 2] - sorted(r["seconds"] for r in two)[len(two) // 2]
     print(f"load after: {os.getloadavg()}")
     print(f"2 nodes / 1 node: {ratio:.2f}x videos/s; a node lost a third of the way costs {cost:+.1f} s")
-    out = REPO / "benchmarks" / "results" / "cluster.json"
+    out = REPO / "benchmarks" / "results" / f"cluster-{args.videos}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"videos": args.videos, "runs": results, "ratio": round(ratio, 2),
                                "lost_node_cost_s": round(cost, 1), "cpus": os.cpu_count()}, indent=1) + "\n")
