@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,19 @@ cli.run(index.main, sys.argv[1:])
 """
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def add_worker(cluster):
+    """A 1-CPU worker node with a temp dir of its own, as a node on its own host has: nodes that
+    share one unpack a job's working_dir into the same folder, and one node's clean-up deletes the
+    files another node's processes are importing."""
+    return cluster.add_node(**cluster.worker_args, temp_dir=tempfile.mkdtemp(prefix="w", dir=cluster.private_temp))
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A 0-CPU head and two 1-CPU workers on loopback, in a private Ray temp dir: Ray records its
@@ -49,10 +63,13 @@ def cluster():
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray from swapping 127.0.0.1 for the host's address.
     os.environ.update(RAY_TMPDIR=temp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     node = {"node_ip_address": "127.0.0.1", "dashboard_agent_listen_port": 0}
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **node})
+    # The head runs the dashboard, as on a cluster of `ray up`: `ray job submit` talks to it.
+    head = {"num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
+    made = Cluster(initialize_head=True, head_node_args={**head, **node})
     made.worker_args = {"num_cpus": 1, **node}
+    made.private_temp = temp
     for _ in range(2):
-        made.add_node(**made.worker_args)
+        add_worker(made)
     made.wait_for_nodes()
     try:
         yield made
@@ -129,7 +146,7 @@ def test_a_worker_node_lost_mid_job_costs_a_retry_not_a_row(cluster, library, tm
     if "retried" in summary:
         assert summary["retried"]["videos"] > 0 and summary["retried"]["passes"] >= 2 and summary["retried"]["why"]
     exact(db, 40)
-    cluster.add_node(**cluster.worker_args)  # the replacement, for the next test
+    add_worker(cluster)  # the replacement, for the next test
     cluster.wait_for_nodes()
 
 
@@ -141,7 +158,7 @@ def test_a_head_alone_starts_and_grows_onto_nodes_added_after_the_start(cluster,
     time.sleep(8)  # the driver plans and starts its pools, with nowhere to run them yet
     assert job.poll() is None, job.communicate()[1][-3000:]
     for _ in range(2):  # as an autoscaler would add them
-        cluster.add_node(**cluster.worker_args)
+        add_worker(cluster)
     summary = summary_of(job)
     assert summary["videos"] == 40 and summary["errors"] == 0
     assert summary["nodes"]["decoded_on"] >= 1 and summary["nodes"]["encoded_on"] >= 1
@@ -157,3 +174,22 @@ def test_actors_no_node_can_host_stop_the_job_with_one_line_not_a_hang(cluster, 
     assert last.startswith("index.py: stopped: nothing was indexed for 0.1 min"), err[-3000:]
     assert "each encoder for 2 CPU" in last and "nodes alive: 3 (1 CPU, 1 CPU, 0 CPU)" in last, last
     assert rows(str(tmp_path / "db")) == 0
+
+
+def test_ray_job_submit_with_the_working_dir_indexes_on_the_workers(cluster, library, tmp_path):
+    """`ray job submit --working-dir .`, as the README says: the entrypoint runs on the 0-CPU head,
+    the pools on the two workers, and the job's path starts with the submitted copy."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    dashboard = f"http://{cluster.head_node.address_info['webui_url']}"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    db = str(tmp_path / "db")
+    submitted = subprocess.run(
+        [ray, "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--submission-id", "index-on-workers",
+         "--", sys.executable, "pipelines/index.py", str(library), "--db", db, "--json"],
+        capture_output=True, text=True, timeout=400, env=env)
+    status = subprocess.run([ray, "job", "status", "--address", dashboard, "index-on-workers"],
+                            capture_output=True, text=True, env=env).stdout
+    assert submitted.returncode == 0 and f"Job 'index-on-workers' succeeded" in status, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    summary = json.loads(submitted.stdout[submitted.stdout.index('{\n  "'):submitted.stdout.rindex("}") + 1])
+    assert summary["videos"] == 40 and summary["errors"] == 0 and summary["nodes"] == {"decoded_on": 2, "encoded_on": 2}
+    exact(db, 40)
