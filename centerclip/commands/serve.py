@@ -17,7 +17,7 @@ import threading
 
 from .. import cli
 from ..model.registry import DEFAULT_MODEL
-from ..search.web.app import TOKEN_ENV
+from ..search.web.access import TOKEN_ENV
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -38,19 +38,40 @@ def build_parser() -> cli.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Serve in the foreground until Ctrl-C (or SIGTERM), then delete the app."""
+    """Serve in the foreground until Ctrl-C (or SIGTERM), then stop what this process started."""
     args = vars(build_parser().parse_args(argv))
     args.pop("debug")
+    import ray
     from ray import serve
 
-    from ..search.service import ServeConfig, start
+    from ..search.service import ServeConfig, check, connect, start
 
     config = ServeConfig(**args)
-    url = start(config)
-    print(f"centerclip is serving {config.db} (table {config.table}) at {url}  (Ctrl-C stops it)", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
-    serve.delete(config.name)  # our app only: Serve may run other apps on a shared cluster
+    check(config)  # a bad address or table is one line, before Ray takes seconds to start
+    own_ray = not ray.is_initialized()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    started = False
+    try:
+        if own_ray:
+            connect()
+        # After Ray's start: its core worker answers SIGTERM by aborting with a stack trace.
+        for signum in handlers:
+            signal.signal(signum, _interrupt)
+        url = start(config)
+        started = True
+        print(f"centerclip is serving {config.db} (table {config.table}) at {url}  (Ctrl-C stops it)", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopping the service", flush=True)
+    finally:
+        if own_ray and ray.is_initialized():
+            ray.shutdown()  # the Ray started here, and Serve with it
+        elif started:  # our app only: Serve may run other apps on a shared cluster; the cluster finishes the deletion
+            serve.delete(config.name, _blocking=False)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -28,17 +28,16 @@ from typing import Any, Callable, Iterator
 import pyarrow.fs
 import pyarrow.parquet as pq
 
+from ..media.containers import SNIFF_BYTES, media_type
 from ..media.sources import path_from_uri, uri_from_path
 from .keys import video_key
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv",
                     ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".vob", ".mxf", ".asf")
 MANIFEST_EXTENSIONS = (".csv", ".parquet", ".jsonl")
-SNIFF_BYTES = 512
 
 _KINDS = {stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
           stat.S_IFBLK: "block device", stat.S_IFDIR: "folder"}
-_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif")  # ISO-BMFF still images, not videos
 
 
 @dataclass(frozen=True)
@@ -67,17 +66,7 @@ class Listing:
 
 def sniff(head: bytes) -> bool:
     """Whether the first bytes of a file are the signature of a video container FFmpeg reads."""
-    if head[4:8] == b"ftyp":
-        return head[8:12] not in _IMAGE_BRANDS
-    return (head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip")  # QuickTime without ftyp
-            or head.startswith((b"\x1a\x45\xdf\xa3",  # Matroska, WebM
-                                b"OggS", b"GIF87a", b"GIF89a", b"FLV\x01",
-                                b"\x30\x26\xb2\x75\x8e\x66\xcf\x11",  # ASF, WMV
-                                b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3",  # MPEG program stream, MPEG video
-                                b"\x06\x0e\x2b\x34\x02\x05\x01\x01",  # MXF
-                                b"nut/multimedia container"))
-            or (head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"))
-            or any(len(head) > 2 * 188 + offset and head[offset::188][:3] == b"GGG" for offset in (0, 4)))  # MPEG-TS, M2TS
+    return media_type(head) is not None
 
 
 def _error(uri: str, reason: str) -> dict:

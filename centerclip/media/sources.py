@@ -79,6 +79,16 @@ def path_from_uri(uri: str) -> str | None:
     return os.fsdecode(urllib.parse.unquote_to_bytes(parts.path))
 
 
+def display_name(uri: str) -> str:
+    """The file's name as a person reads it, from its stored uri: the last part of the path,
+    exactly as the file system holds it (``100%.mp4`` stays ``100%.mp4``, ``%2e%2e%2f.mp4`` is not
+    decoded), with bytes that are not UTF-8 shown as ``\\xNN``."""
+    local = path_from_uri(uri)
+    if local is None:  # an object store's key: stored as the store lists it
+        return uri.rstrip("/").rsplit("/", 1)[-1]
+    return os.fsencode(local).rsplit(b"/", 1)[-1].decode("utf-8", "backslashreplace")
+
+
 @contextmanager
 def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: int) -> Iterator[str]:
     if filesystem is None and path_from_uri(path) is not None:

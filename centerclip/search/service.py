@@ -8,20 +8,24 @@ indexer writes show up.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
-import torch
 from ray import serve
 
 from ..index.store import Store
-from ..model.encoder import VideoEncoder
+from ..media.sources import path_from_uri
 from ..model.registry import DEFAULT_MODEL, EncoderConfig, check_encoder
-from .web.app import TOKEN_ENV, create_app, is_loopback, token_from_env
+from .web.access import TOKEN_ENV, is_loopback, token_from_env
+
+
+PROJECT = Path(__file__).resolve().parents[2]  # the folder that holds the centerclip package
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,12 @@ class SearchService:
     deployment would cost."""
 
     def __init__(self, db: str, table: str, refresh: float, token: str | None, model: str | None, pretrained: str | None):
+        # torch, open_clip and the web app are imported here, in the replica, so that the process
+        # that launches the service stays small and starts fast.
+        import torch
+
+        from ..model.encoder import VideoEncoder
+
         self.store = Store.open(db, table=table, read_consistency=timedelta(seconds=refresh))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder = VideoEncoder.create(EncoderConfig(model=model, pretrained=pretrained)).eval().to(self.device)
@@ -68,12 +78,17 @@ class SearchService:
         self.token = token
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
-    async def embed(self, queries: list[str]) -> list[np.ndarray]:
-        """Queries that arrive together are encoded as one batch (what a GPU replica wants)."""
+    async def embed(self, queries: list[str]) -> list:
+        """Queries that arrive together are encoded as one batch (what a GPU replica wants): a
+        vector (numpy) each."""
+        import torch
+
         with torch.inference_mode():
             return list(self.encoder.encode_text(queries).float().cpu().numpy())
 
     def __serve_build_asgi_app__(self):
+        from .web.app import create_app
+
         return create_app(self.store, self.embed, token=self.token)
 
 
@@ -97,7 +112,7 @@ def application(config: ServeConfig) -> serve.Application:
                "initial_replicas": config.min_replicas, "target_ongoing_requests": 8}
     service = SearchService.options(autoscaling_config=scaling,
                                     ray_actor_options={"num_cpus": config.cpus, "num_gpus": gpus})
-    return service.bind(config.db, config.table, config.refresh, token_from_env(config.token),
+    return service.bind(absolute(config.db), config.table, config.refresh, token_from_env(config.token),
                         config.model, config.pretrained)
 
 
@@ -115,16 +130,36 @@ def build(args: dict[str, Any]) -> serve.Application:
     return application(ServeConfig(**values))
 
 
-def start(config: ServeConfig) -> str:
-    """Run the app on Ray Serve (a local Ray, or the cluster of RAY_ADDRESS / ray job submit) and
-    return its URL once every deployment is up."""
+def absolute(db: str) -> str:
+    """A local db as an absolute path: replicas need not run in the caller's folder."""
+    return os.path.abspath(db) if path_from_uri(db) == db else db  # a plain path, not a uri
+
+
+def connect() -> None:
+    """Start a local Ray, or join the cluster of RAY_ADDRESS / ray job submit. Ray puts the
+    driver's folder on its workers' import path: Ray is started or joined from the project's
+    folder, so that files beside the caller never shadow the project's modules in a replica."""
+    with contextlib.chdir(PROJECT):
+        ray.init(logging_level="WARNING")
+
+
+def check(config: ServeConfig) -> None:
+    """What can be refused before Ray starts: an address beyond loopback without a token, and a
+    table the model cannot search."""
     if not is_loopback(config.host) and not token_from_env(config.token):
         raise ValueError(f"binding {config.host} exposes the index beyond this machine: set a token with --token "
-                         f"or {TOKEN_ENV}, or keep --host 127.0.0.1 and use an SSH tunnel")
-    check_table(config)  # before Ray starts
+                         f"or {TOKEN_ENV}, or bind a loopback address (127.0.0.0/8, ::1) and use an SSH tunnel")
+    check_table(config)
+
+
+def start(config: ServeConfig) -> str:
+    """Run the app on Ray Serve (joining Ray first with ``connect`` unless it is up) and return
+    its URL once every deployment is up."""
+    check(config)
     if not ray.is_initialized():
-        ray.init(logging_level="WARNING")
+        connect()
     app = application(config)
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(app, name=config.name, route_prefix="/")
-    return f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}/"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/"

@@ -9,8 +9,6 @@ every request must carry it (``Authorization: Bearer``, or the cookie set by ope
 from __future__ import annotations
 
 import hmac
-import ipaddress
-import os
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -18,7 +16,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from lancedb.expr import col, lit
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -27,15 +25,15 @@ from ..searcher import Result, Searcher
 from ...index.keys import KEY_PATTERN
 from ...index.schema import KINDS, THUMBNAIL
 from ...index.store import Store
+from ...media.sources import display_name
 from ...media.thumbnails import placeholder
-from .media import RangeNotSatisfiable, Span, content_type, open_uri, read_span, requested_span
+from .access import host_of, is_loopback
+from .media import media_response, open_uri, sniffed_type
 
 MAX_QUERY = 1000  # characters; the text tower reads about 77 tokens anyway
 MAX_K = 100
 DEFAULT_K = 12
 TOKEN_COOKIE = "centerclip_token"
-TOKEN_ENV = "CENTERCLIP_TOKEN"
-_LOCAL_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 _ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
            "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
            "/static/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -47,13 +45,6 @@ _PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-sr
 class BadRequest(HTTPException):
     def __init__(self, detail: str):
         super().__init__(400, detail)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class Catalog:
@@ -75,7 +66,7 @@ class Catalog:
 
 
 def result_json(result: Result) -> dict:
-    return {"video_id": result.video_id, "uri": result.uri, "score": round(result.score, 4), "start": result.start,
+    return {"video_id": result.video_id, "uri": result.uri, "name": display_name(result.uri), "score": round(result.score, 4), "start": result.start,
             "end": result.end, "thumbnail": f"/api/thumbnail/{result.row_id}", "media": f"/api/media/{result.video_id}"}
 
 
@@ -101,9 +92,10 @@ def token_guard(token: str | None) -> Callable:
         if token is None:
             # Loopback only, by peer and by Host header (a page on another site cannot rebind a
             # name to 127.0.0.1 and read answers meant for this machine).
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower()
-            if not (request.client and is_loopback(request.client.host)) or host not in _LOCAL_NAMES:
-                return JSONResponse({"error": "this server has no token, so it answers only on 127.0.0.1 / localhost"},
+            host = host_of(request.headers.get("host") or "")
+            if not (request.client and is_loopback(request.client.host) and is_loopback(host)):
+                return JSONResponse({"error": "this server has no token, so it answers only on loopback "
+                                              "(127.0.0.0/8, ::1, localhost)"},
                                     status_code=403)
             return await call_next(request)
         authorization = request.headers.get("authorization", "")
@@ -149,11 +141,12 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
         return Response(body, media_type=kind, headers={"Content-Security-Policy": _PAGE_POLICY,
                                                          "Cache-Control": "no-cache"})
 
-    @app.get("/", include_in_schema=False)
+    # HEAD as GET without the body, as players and download managers send it before a Range.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> Response:
         return asset("/")
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def static(name: str) -> Response:
         if f"/static/{name}" not in assets:
             raise HTTPException(404, "not found")
@@ -190,7 +183,7 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
             raise HTTPException(404, f"no indexed video or moment has the id {row_id[:40]!r}")
         return await ranked(np.asarray(row["vector"], np.float32), k, where, row["video_id"], started)
 
-    @app.get("/api/thumbnail/{row_id}")
+    @app.api_route("/api/thumbnail/{row_id}", methods=["GET", "HEAD"])
     async def thumbnail(row_id: str) -> Response:
         row = await run_in_threadpool(catalog.row, row_id, [THUMBNAIL.name])
         if row is None:
@@ -199,29 +192,16 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
             return Response(row[THUMBNAIL.name], media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
         return Response(placeholder(), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/api/media/{row_id}")
+    @app.api_route("/api/media/{row_id}", methods=["GET", "HEAD"])
     async def media(row_id: str, request: Request) -> Response:
         row = await run_in_threadpool(catalog.row, row_id, ["uri"])
         if row is None:
             raise HTTPException(404, "no such row")
         try:
-            open_file, size = await run_in_threadpool(open_uri, row["uri"])
-        except (FileNotFoundError, OSError):
+            found = await run_in_threadpool(open_uri, row["uri"])
+            kind = await run_in_threadpool(sniffed_type, row["uri"], found)
+        except OSError:  # gone (FileNotFoundError), unreadable, or the store cannot be reached
             raise HTTPException(404, "the indexed file is no longer there; re-index to update the table") from None
-        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
-        try:
-            span = requested_span(request.headers.get("range"), size)
-        except RangeNotSatisfiable as error:
-            return JSONResponse({"error": str(error)}, status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        whole = span is None
-        span = Span(0, size - 1) if whole else span
-        if not whole:
-            headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
-        return StreamingResponse(read_span(open_file, span), status_code=200 if whole else 206,
-                                 media_type=content_type(row["uri"]), headers={**headers, "Content-Length": str(span.length)})
+        return media_response(found, kind, request.headers, {"Cache-Control": "private, max-age=3600"})
 
     return app
-
-
-def token_from_env(token: str | None) -> str | None:
-    return token or os.environ.get(TOKEN_ENV) or None

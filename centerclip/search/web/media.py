@@ -1,89 +1,111 @@
-"""Streaming an indexed file over HTTP with byte ranges (RFC 9110 section 14), from local disk or
-any object store pyarrow.fs opens. Range requests are what a <video> element sends to start
-playback part-way through a file and to seek, so they must return exactly the bytes asked for."""
+"""Serving an indexed file over HTTP, from local disk or any object store pyarrow.fs opens.
+
+Starlette's FileResponse does the HTTP: byte ranges (what a <video> element sends to start part-way
+and to seek), If-Range, HEAD, ETag and Last-Modified; Starlette's StaticFiles decides 304s. What is
+ours is where the bytes come from and what they are said to be. A library is untrusted input, so
+media is only ever media: the type comes from the container the file's first bytes hold (a video
+named ``page.html`` is ``video/mp4``; bytes that are no video container are
+``application/octet-stream``), and the response is sandboxed by its Content-Security-Policy so
+that even a file crafted to parse as HTML runs no script on the service's origin.
+"""
 
 from __future__ import annotations
 
 import functools
-import mimetypes
 import os
-import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import anyio
 import pyarrow.fs
+from starlette.datastructures import Headers
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+from starlette.types import Receive, Scope, Send
 
-from ...media.sources import path_from_uri
+from ...media.containers import SNIFF_BYTES, media_type
+from ...media.sources import display_name, path_from_uri
 
-CHUNK = 256 * 1024
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-class RangeNotSatisfiable(ValueError):
-    """A Range header none of whose bytes are in the file (answered 416)."""
+# Rendered on its own (a user opens the media URL in a tab), a response under this policy is a
+# sandboxed document of a unique origin that may load and run nothing.
+MEDIA_POLICY = "sandbox; default-src 'none'"
+_CONDITIONS = StaticFiles(check_dir=False)  # Starlette's own If-None-Match / If-Modified-Since rules
 
 
 @dataclass(frozen=True)
-class Span:
-    start: int
-    end: int  # inclusive, as in Content-Range
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
+class MediaFile:
+    open: Callable[[], BinaryIO]
+    size: int
+    modified: float  # seconds since the epoch: Last-Modified and the ETag come from it and the size
+    name: str
 
 
-def requested_span(header: str | None, size: int) -> Span | None:
-    """The single byte range a Range header asks for, clipped to the file; None for the whole
-    file (no header, a header we do not parse, or several ranges: a server may answer those with
-    the whole file). Raises RangeNotSatisfiable when the range starts past the end."""
-    match = _RANGE.fullmatch(header.strip()) if header else None
-    if match is None or (not match[1] and not match[2]):
-        return None
-    if not match[1]:  # "bytes=-N": the last N bytes
-        if int(match[2]) == 0:
-            raise RangeNotSatisfiable("an empty suffix range")
-        return Span(max(0, size - int(match[2])), size - 1) if size else None
-    start = int(match[1])
-    end = min(int(match[2]), size - 1) if match[2] else size - 1
-    if match[2] and int(match[2]) < start:
-        return None  # invalid: ignored, as the RFC says
-    if start >= size:
-        raise RangeNotSatisfiable(f"the range starts at byte {start} of a {size}-byte file")
-    return Span(start, end)
-
-
-def open_uri(uri: str) -> tuple[Callable[[], BinaryIO], int]:
-    """(a function that opens the indexed file for reading, its size); FileNotFoundError when it is
-    gone. Local files are read with ``open``, whatever their names' bytes: a name that is not UTF-8
-    is stored as a percent-encoded ``file://`` uri (``path_from_uri``), which pyarrow cannot open."""
+def open_uri(uri: str) -> MediaFile:
+    """The indexed file behind a stored uri; FileNotFoundError when it is gone or not a file.
+    Local files are opened with ``open``, whatever their names' bytes: a name that is not UTF-8 is
+    stored as a percent-encoded ``file://`` uri (``path_from_uri``), which pyarrow cannot open."""
     local = path_from_uri(uri)
     if local is not None:
         info = os.stat(local)  # FileNotFoundError (an OSError) when it is gone
         if not stat.S_ISREG(info.st_mode):
             raise FileNotFoundError(uri)
-        return functools.partial(open, local, "rb"), info.st_size
+        return MediaFile(functools.partial(open, local, "rb"), info.st_size, info.st_mtime, display_name(uri))
     filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     info = filesystem.get_file_info(path)
     if info.type != pyarrow.fs.FileType.File:
         raise FileNotFoundError(uri)
-    return functools.partial(filesystem.open_input_file, path), info.size
+    modified = info.mtime.timestamp() if info.mtime else 0.0
+    return MediaFile(functools.partial(filesystem.open_input_file, path), info.size, modified, display_name(uri))
 
 
-def read_span(open_file: Callable[[], BinaryIO], span: Span) -> Iterator[bytes]:
-    """The span's bytes in chunks; the file is opened when iteration starts and closed at its end."""
-    with open_file() as file:
-        file.seek(span.start)
-        remaining = span.length
-        while remaining > 0:
-            data = file.read(min(CHUNK, remaining))
-            if not data:
-                return
-            remaining -= len(data)
-            yield data
+_TYPES: dict[tuple[str, int, float], str] = {}  # (uri, size, modified) -> media type
 
 
-def content_type(path: str) -> str:
-    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+def sniffed_type(uri: str, media: MediaFile) -> str:
+    """The media type of the container the file holds, read once per version of the file."""
+    key = (uri, media.size, media.modified)
+    if key not in _TYPES:
+        if len(_TYPES) >= 4096:
+            _TYPES.clear()
+        with media.open() as file:
+            _TYPES[key] = media_type(file.read(SNIFF_BYTES)) or "application/octet-stream"
+    return _TYPES[key]
+
+
+class MediaResponse(FileResponse):
+    """Starlette's FileResponse over a file that ``MediaFile.open`` opens, local or in a store."""
+
+    def __init__(self, media: MediaFile, kind: str, headers: dict[str, str]):
+        headers = {**headers, "Content-Security-Policy": MEDIA_POLICY, "X-Content-Type-Options": "nosniff"}
+        # The stat FileResponse would take itself: regular file, size, modification time.
+        status = os.stat_result((stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, media.size, media.modified, media.modified,
+                                 media.modified))
+        super().__init__(media.name, media_type=kind, headers=headers, filename=media.name,
+                         content_disposition_type="inline", stat_result=status)
+        self._open = media.open
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        file = anyio.AsyncFile(await anyio.to_thread.run_sync(self._open))
+        try:
+            yield file
+        finally:
+            with anyio.CancelScope(shield=True):  # close even when the client went away
+                await file.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # "pathsend" hands the server a path to open itself: only our opener knows the file.
+        extensions = {key: value for key, value in scope.get("extensions", {}).items() if key != "http.response.pathsend"}
+        await super().__call__({**scope, "extensions": extensions}, receive, send)
+
+
+def media_response(media: MediaFile, kind: str, request_headers: Headers, headers: dict[str, str]) -> Response:
+    """The answer to a GET or HEAD of an indexed file of type ``kind`` (``sniffed_type``): 304 when
+    the client's copy is current."""
+    response = MediaResponse(media, kind, headers)
+    if _CONDITIONS.is_not_modified(response.headers, request_headers):
+        return NotModifiedResponse(response.headers)
+    return response

@@ -1,5 +1,6 @@
 // The search page: state lives in the URL (?q=...&kind=... or ?similar=ID), so a search can be
-// shared and the browser's back button works. Results are built with textContent, never markup.
+// shared and the browser's back button works. Results are built with textContent, never markup,
+// and names, uris and ids reach the page as JSON strings and leave it only through URLSearchParams.
 "use strict";
 
 const RESULTS = 24;
@@ -17,9 +18,8 @@ function span(result) {
   return result.start === null ? "whole video" : `${clock(result.start)}–${clock(result.end)}`;
 }
 
-function fileName(uri) {
-  return decodeURIComponent(uri.split(/[\\/]/).pop() || uri);
-}
+// The server names each result (``name``: the file's own name, never decoded here), so the page
+// shows what the file system holds: "%2e%2e%2f.mp4" stays that, "100%.mp4" never throws.
 
 function say(text, isError = false) {
   status.textContent = text;
@@ -38,7 +38,7 @@ function play(result, card) {
     if (Math.abs(video.currentTime - start) > 0.25) video.currentTime = start;
     video.play().catch(() => {});  // autoplay refused: the controls are there
   }, { once: true });
-  playing.textContent = `${fileName(result.uri)} · ${span(result)}`;
+  playing.textContent = `${result.name} · ${span(result)}`;
   player.hidden = false;
   player.scrollIntoView({ block: "nearest" });
 }
@@ -63,14 +63,14 @@ function card(result) {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "play";
-  button.setAttribute("aria-label", `Play ${fileName(result.uri)}, ${span(result)}, score ${result.score.toFixed(3)}`);
+  button.setAttribute("aria-label", `Play ${result.name}, ${span(result)}, score ${result.score.toFixed(3)}`);
   const image = document.createElement("img");
   image.src = result.thumbnail;
   image.alt = "";
   image.loading = "lazy";
   const name = document.createElement("span");
   name.className = "name";
-  name.textContent = fileName(result.uri);
+  name.textContent = result.name;
   name.title = result.uri;
   const meta = document.createElement("span");
   meta.className = "meta";
@@ -81,8 +81,8 @@ function card(result) {
   similar.type = "button";
   similar.className = "similar";
   similar.textContent = "Similar";
-  similar.setAttribute("aria-label", `Videos similar to ${fileName(result.uri)}`);
-  similar.addEventListener("click", () => navigate({ similar: result.video_id, name: fileName(result.uri), kind: kind.value }));
+  similar.setAttribute("aria-label", `Videos similar to ${result.name}`);
+  similar.addEventListener("click", () => navigate({ similar: result.video_id, name: result.name, kind: kind.value }));
   item.append(button, similar);
   item.dataset.videoId = result.video_id;
   return item;
