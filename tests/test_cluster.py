@@ -189,7 +189,7 @@ def test_ray_job_submit_with_the_working_dir_indexes_on_the_workers(cluster, lib
         capture_output=True, text=True, timeout=400, env=env)
     status = subprocess.run([ray, "job", "status", "--address", dashboard, "index-on-workers"],
                             capture_output=True, text=True, env=env).stdout
-    assert submitted.returncode == 0 and f"Job 'index-on-workers' succeeded" in status, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert submitted.returncode == 0 and "Job 'index-on-workers' succeeded" in status, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     summary = json.loads(submitted.stdout[submitted.stdout.index('{\n  "'):submitted.stdout.rindex("}") + 1])
     assert summary["videos"] == 40 and summary["errors"] == 0 and summary["nodes"] == {"decoded_on": 2, "encoded_on": 2}
     exact(db, 40)
