@@ -115,6 +115,33 @@ def many_clients(port: int, texts: list[str], clients: int, warm: list[str]) -> 
     return latencies, len(texts) / (time.perf_counter() - began)
 
 
+def in_process_clients(searcher: Searcher, texts: list[str], clients: int) -> tuple[list[float], float]:
+    """The same load without HTTP or Serve: ``clients`` threads calling the searcher, all
+    starting together; what the store and the text tower cost under this concurrency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(clients + 1)
+
+    def work(share: list[str]) -> None:
+        ready.wait()
+        mine = []
+        for text in share:
+            began = time.perf_counter()
+            searcher.text(text, k=10)
+            mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=work, args=(texts[i::clients],)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return latencies, len(texts) / (time.perf_counter() - began)
+
+
 def ms(values: list[float], quantile: float) -> float:
     return 1000 * float(np.quantile(values, quantile))
 
@@ -149,6 +176,9 @@ def main() -> None:
             searcher.text(text, k=10)
             inline.append(time.perf_counter() - began)
         print(f"baseline, in-process Searcher.text: p50 {ms(inline, 0.5):.1f} ms, p95 {ms(inline, 0.95):.1f} ms")
+        together, rate = in_process_clients(searcher, texts[args.queries:], args.clients)
+        print(f"baseline, in-process Searcher.text from {args.clients} threads: {rate:.1f} queries/s, "
+              f"p50 {ms(together, 0.5):.1f} ms, p95 {ms(together, 0.95):.1f} ms", flush=True)
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         with socket.socket() as probe:

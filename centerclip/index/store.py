@@ -9,6 +9,8 @@ writers cannot duplicate a row (without it they do: lancedb/lancedb#2463).
 
 from __future__ import annotations
 
+
+import functools
 import os
 import random
 import time
@@ -109,8 +111,9 @@ class Store:
         errors = db.create_table(f"{table}_errors", schema=ERRORS_SCHEMA, exist_ok=True)
         return cls(videos, errors, index)
 
-    @property
+    @functools.cached_property
     def dim(self) -> int:
+        # A column's type never changes; asking the table costs a schema read per search.
         return self.videos.schema.field("vector").type.list_size
 
     def count(self) -> int:

@@ -19,7 +19,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from lancedb.expr import col, lit
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..searcher import Result, Searcher
 from ...index.keys import KEY_PATTERN
@@ -84,36 +86,51 @@ def _where(request: Request) -> dict[str, str]:
     return {"kind": kind} if kind else {}
 
 
-def token_guard(token: str | None) -> Callable:
-    """HTTP middleware: without a token, loopback clients of a local host name only; with one,
-    every request carries it (header, cookie, or ``?token=`` on the page, moved into a cookie)."""
+class Guard:
+    """ASGI middleware in front of every route: without a token, loopback clients of a local host
+    name only; with one, every request carries it (header, cookie, or ``?token=`` on the page,
+    moved into a cookie). Every answer says ``nosniff``. Plain ASGI rather than
+    ``@app.middleware``, which runs each request through extra tasks and streams."""
 
-    async def guard(request: Request, call_next):
-        if token is None:
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        refusal = self.refusal(Request(scope))
+        await (refusal or self.app)(scope, receive, send_nosniff)
+
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to a request that may not reach the app, or None."""
+        if self.token is None:
             # Loopback only, by peer and by Host header (a page on another site cannot rebind a
             # name to 127.0.0.1 and read answers meant for this machine).
             host = host_of(request.headers.get("host") or "")
             if not (request.client and is_loopback(request.client.host) and is_loopback(host)):
                 return JSONResponse({"error": "this server has no token, so it answers only on loopback "
-                                              "(127.0.0.0/8, ::1, localhost)"},
-                                    status_code=403)
-            return await call_next(request)
+                                              "(127.0.0.0/8, ::1, localhost)"}, status_code=403)
+            return None
         authorization = request.headers.get("authorization", "")
         supplied = (authorization[7:] if authorization.lower().startswith("bearer ") else
                     request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE, ""))
-        if not hmac.compare_digest(supplied.encode(), token.encode()):
+        if not hmac.compare_digest(supplied.encode(), self.token.encode()):
             return JSONResponse({"error": "missing or wrong token: send 'Authorization: Bearer TOKEN', "
                                           "or open /?token=TOKEN in the browser once"},
                                 status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if request.url.path == "/" and "token" in request.query_params:  # a link: keep it in a cookie, not in the address bar
             rest = urlencode([(key, value) for key, value in request.query_params.multi_items() if key != "token"])
             response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
+            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
             return response
-        return await call_next(request)
-
-    return guard
+        return None
 
 
 def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, token: str | None = None) -> FastAPI:
@@ -128,13 +145,7 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
     async def json_error(_: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
-    app.middleware("http")(token_guard(token))
-
-    @app.middleware("http")
-    async def no_sniffing(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+    app.add_middleware(Guard, token=token)
 
     def asset(path: str) -> Response:
         body, kind = assets[path]
