@@ -5,9 +5,12 @@ into videos of 1 + 3 moments) is written and ANN-indexed once; then for 1 and 2 
 service: one client issuing queries back to back (p50/p95 latency), and ``--clients``
 concurrent clients (queries/s, p50/p95). Every query is a different caption, so nothing is served
 from a cache. Baseline in the same run: the same searches in-process (Searcher: encode + ANN +
-grouping, no HTTP, no Serve), so the ratio is what serving adds.
+grouping, no HTTP, no Serve), one client and ``--clients`` threads, so the ratio is what serving
+adds. Each ingress (centerclip.search.ingress: Ray Serve's Python proxy, HAProxy) gets a Ray of
+its own, since Ray Serve reads the choice from its processes' environment.
 
     python benchmarks/bench_serve.py                       # 100k rows, 400 queries per setting
+    python benchmarks/bench_serve.py --out benchmarks/results/serve-1.json      # keep the raw latencies
     python benchmarks/bench_serve.py --rows 20000 --queries 40     # a quick check
 """
 
@@ -17,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -34,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from centerclip import VideoEncoder  # noqa: E402
 from centerclip.datasets.synthetic_scenes import plan  # noqa: E402
+from centerclip.search.ingress import INGRESSES, haproxy_environment  # noqa: E402
 from centerclip.search.searcher import Searcher  # noqa: E402
 from centerclip.index.keys import moment_key, video_key  # noqa: E402
 from centerclip.index.store import Store  # noqa: E402
@@ -152,6 +157,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=400, help="queries per setting (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--ingress", nargs="+", choices=INGRESSES, default=["proxy", "haproxy"] if shutil.which("haproxy") else ["proxy"],
+                        help="how HTTP reaches the replicas (default: both where haproxy is installed)")
+    parser.add_argument("--out", help="write every latency here as JSON (benchmarks/results/serve-*.json)")
     args = parser.parse_args()
     import ray
     from ray import serve
@@ -180,23 +188,37 @@ def main() -> None:
         print(f"baseline, in-process Searcher.text from {args.clients} threads: {rate:.1f} queries/s, "
               f"p50 {ms(together, 0.5):.1f} ms, p95 {ms(together, 0.95):.1f} ms", flush=True)
 
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        raw = {"rows": args.rows, "clients": args.clients, "load_before": os.getloadavg(),
+               "in_process": {"one_client_s": inline, "clients_s": together, "clients_qps": rate}, "served": []}
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        print(f"| replicas | 1 client p50 / p95 | vs in-process p50 | {args.clients} clients q/s | p50 / p95 |")
-        print("| --- | --- | --- | --- | --- |")
-        for replicas in args.replicas:
-            start(ServeConfig(db=folder, port=port, min_replicas=replicas, max_replicas=replicas,
-                              cpus=min(0.5, os.cpu_count() / (2 * replicas))))
-            single = one_client(port, texts[:args.queries])
-            together, rate = many_clients(port, texts[args.queries:], args.clients, texts)
-            print(f"| {replicas} | {ms(single, 0.5):.1f} / {ms(single, 0.95):.1f} ms | "
-                  f"{statistics.median(single) / statistics.median(inline):.2f}x | {rate:.1f} | "
-                  f"{ms(together, 0.5):.1f} / {ms(together, 0.95):.1f} ms |", flush=True)
-            serve.delete("centerclip")
-        serve.shutdown()
-        ray.shutdown()
+        print(f"| ingress | replicas | 1 client p50 / p95 | vs in-process p50 | {args.clients} clients q/s | p50 / p95 |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for ingress in args.ingress:
+            # Ray Serve reads its ingress settings from the environment its processes start with.
+            settings = haproxy_environment() if ingress == "haproxy" else {}
+            os.environ.update(settings)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+            for replicas in args.replicas:
+                start(ServeConfig(db=folder, port=port, min_replicas=replicas, max_replicas=replicas,
+                                  cpus=min(0.5, os.cpu_count() / (2 * replicas)), ingress=ingress))
+                single = one_client(port, texts[:args.queries])
+                together, rate = many_clients(port, texts[args.queries:], args.clients, texts)
+                print(f"| {ingress} | {replicas} | {ms(single, 0.5):.1f} / {ms(single, 0.95):.1f} ms | "
+                      f"{statistics.median(single) / statistics.median(inline):.2f}x | {rate:.1f} | "
+                      f"{ms(together, 0.5):.1f} / {ms(together, 0.95):.1f} ms |", flush=True)
+                raw["served"].append({"ingress": ingress, "replicas": replicas, "one_client_s": single,
+                                      "clients_s": together, "clients_qps": rate})
+                serve.delete("centerclip")
+            serve.shutdown()
+            ray.shutdown()
+            for name in settings:
+                del os.environ[name]
+        raw["load_after"] = os.getloadavg()
+        if args.out:
+            Path(args.out).write_text(json.dumps(raw))
+            print(f"raw latencies: {args.out}")
     print(f"load average after: {os.getloadavg()}")
 
 

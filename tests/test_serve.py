@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -567,3 +568,52 @@ def test_browser_layout_fits_the_screen(hostile, browser, width, height):
             assert lefts >= 4
     finally:
         browser.set_window_size(1280, 900)
+
+
+def _haproxies() -> set[int]:
+    """Ids of the haproxy processes running now."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.path.basename((entry / "cmdline").read_bytes().split(b"\0")[0]) == b"haproxy":
+                    found.add(int(entry.name))
+            except OSError:  # ended while we looked
+                pass
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="needs the Debian package haproxy (apt-get install -y haproxy)")
+def test_serve_py_through_haproxy_stops_cleanly_on_sigterm(service, tmp_path):
+    # serve.py as a user runs it: its own Ray (started from the project's folder, whatever the
+    # caller's), HAProxy in front of the replica; SIGTERM to its process group stops everything.
+    (tmp_path / "fastapi.py").write_text("raise SystemExit('the caller folder is on the import path')\n")
+    haproxies = _haproxies()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    launcher = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "serve.py"), "--db", service[1], "--port",
+                                 str(free_port()), "--ingress", "haproxy", "--cpus", "0.25", "--max-replicas", "1"],
+                                cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 180
+        while "is serving" not in line and time.monotonic() < deadline and launcher.poll() is None:
+            line = launcher.stdout.readline()
+        assert "is serving" in line, launcher.stderr.read() if launcher.poll() is not None else line
+        base = line.split(" at ")[1].split()[0].rstrip("/")
+        status, body = get_json(base, "/api/health")
+        assert (status, body["rows"]) == (200, 14)
+        assert len(search(base, "a red circle", k=3)) == 3
+        assert _haproxies() - haproxies  # the answers came through an HAProxy of its own
+        os.killpg(launcher.pid, signal.SIGTERM)
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0 and "stopping the service" in out
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.monotonic() + 15
+    while _haproxies() - haproxies and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _haproxies() - haproxies

@@ -17,6 +17,7 @@ import threading
 
 from .. import cli
 from ..model.registry import DEFAULT_MODEL
+from ..search.ingress import INGRESSES
 from ..search.web.access import TOKEN_ENV
 
 
@@ -34,6 +35,10 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--min-replicas", type=int, default=1, help="replicas at least (default: %(default)s)")
     parser.add_argument("--max-replicas", type=int, default=2, help="replicas at most (default: %(default)s)")
     parser.add_argument("--cpus", type=float, default=0.5, help="CPUs per replica (default: %(default)s)")
+    parser.add_argument("--ingress", choices=INGRESSES, default="proxy",
+                        help="how HTTP reaches the replicas: Ray Serve's Python proxy, or HAProxy (needs the haproxy "
+                             "program; a third less CPU per request; its stats and metrics listen on all interfaces) "
+                             "(default: %(default)s)")
     parser.add_argument("--gpus", type=float, help="GPUs per replica, for the text tower (default: 0.25 where the cluster has GPUs)")
     return parser
 
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     started = False
     try:
         if own_ray:
-            connect()
+            connect(config.ingress)
         # After Ray's start: its core worker answers SIGTERM by aborting with a stack trace.
         for signum in handlers:
             signal.signal(signum, _interrupt)

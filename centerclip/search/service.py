@@ -22,6 +22,8 @@ from ray import serve
 from ..index.store import Store
 from ..media.sources import path_from_uri
 from ..model.registry import DEFAULT_MODEL, EncoderConfig, check_encoder
+from .ingress import INGRESSES, haproxy_environment
+from .ingress import enabled as ingress_enabled
 from .web.access import TOKEN_ENV, is_loopback, token_from_env
 
 
@@ -43,8 +45,11 @@ class ServeConfig:
     cpus: float = 0.5  # per replica
     gpus: float | None = None  # per replica; None: 0.25 where the cluster has GPUs
     name: str = "centerclip"  # the Serve application's name
+    ingress: str = "proxy"  # how HTTP reaches the replicas (centerclip.search.ingress): "proxy" or "haproxy"
 
     def __post_init__(self):
+        if self.ingress not in INGRESSES:
+            raise ValueError(f"ingress must be one of {', '.join(INGRESSES)}, got {self.ingress!r}")
         if not 1 <= self.min_replicas <= self.max_replicas:
             raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {self.min_replicas} and {self.max_replicas}")
         if self.refresh < 0 or self.cpus < 0:
@@ -135,12 +140,25 @@ def absolute(db: str) -> str:
     return os.path.abspath(db) if path_from_uri(db) == db else db  # a plain path, not a uri
 
 
-def connect() -> None:
+def connect(ingress: str = "proxy") -> None:
     """Start a local Ray, or join the cluster of RAY_ADDRESS / ray job submit. Ray puts the
     driver's folder on its workers' import path: Ray is started or joined from the project's
-    folder, so that files beside the caller never shadow the project's modules in a replica."""
+    folder, so that files beside the caller never shadow the project's modules in a replica.
+    ``ingress`` "haproxy" sets Ray Serve's HAProxy variables first; a Ray that starts here
+    inherits them, a cluster must have been started with them (``check_ingress``)."""
+    address = None  # Ray's own choice: RAY_ADDRESS, a cluster recorded on this machine, or a new one
+    if ingress == "haproxy" and not ingress_enabled() and not os.environ.get("RAY_ADDRESS"):
+        os.environ.update(haproxy_environment())
+        address = "local"  # a Ray of our own, which inherits the variables
     with contextlib.chdir(PROJECT):
-        ray.init(logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING")
+    check_ingress(ingress)
+
+
+def check_ingress(ingress: str) -> None:
+    if ingress == "haproxy" and not ingress_enabled():
+        raise ValueError("--ingress haproxy: this Ray was started without it; on a cluster, set "
+                         "RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 where `ray start` runs")
 
 
 def check(config: ServeConfig) -> None:
@@ -157,7 +175,8 @@ def start(config: ServeConfig) -> str:
     its URL once every deployment is up."""
     check(config)
     if not ray.is_initialized():
-        connect()
+        connect(config.ingress)
+    check_ingress(config.ingress)
     app = application(config)
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(app, name=config.name, route_prefix="/")
