@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -147,6 +148,45 @@ def in_process_clients(searcher: Searcher, texts: list[str], clients: int) -> tu
     return latencies, len(texts) / (time.perf_counter() - began)
 
 
+def plain_server(db: str, port: int) -> None:
+    """The service's app on uvicorn alone, in this process (no Ray, no Serve): the same app, store
+    and text tower as a replica, so that the difference to it is what Serve costs."""
+    import uvicorn
+    from starlette.concurrency import run_in_threadpool
+
+    from centerclip.search.web.app import create_app
+
+    torch.set_num_threads(1)
+    encoder = VideoEncoder.create().eval()
+
+    async def embed(query: str) -> np.ndarray:
+        def encode() -> np.ndarray:
+            with torch.inference_mode():
+                return encoder.encode_text([query])[0].float().numpy()
+        return await run_in_threadpool(encode)
+
+    store = Store.open(db, read_consistency=timedelta(seconds=1))
+    uvicorn.run(create_app(store, embed), host="127.0.0.1", port=port, log_level="warning")
+
+
+def measure_plain(folder: str, port: int, texts: list[str], args) -> tuple[list[float], list[float], float]:
+    server = subprocess.Popen([sys.executable, __file__, "--plain-server", folder, str(port)])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        single = one_client(port, texts[:args.queries])
+        together, rate = many_clients(port, texts[args.queries:], args.clients, texts)
+        return single, together, rate
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def ms(values: list[float], quantile: float) -> float:
     return 1000 * float(np.quantile(values, quantile))
 
@@ -160,7 +200,10 @@ def main() -> None:
     parser.add_argument("--ingress", nargs="+", choices=INGRESSES, default=["proxy", "haproxy"] if shutil.which("haproxy") else ["proxy"],
                         help="how HTTP reaches the replicas (default: both where haproxy is installed)")
     parser.add_argument("--out", help="write every latency here as JSON (benchmarks/results/serve-*.json)")
+    parser.add_argument("--plain-server", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plain_server:
+        return plain_server(args.plain_server[0], int(args.plain_server[1]))
     import ray
     from ray import serve
 
@@ -195,6 +238,11 @@ def main() -> None:
             port = probe.getsockname()[1]
         print(f"| ingress | replicas | 1 client p50 / p95 | vs in-process p50 | {args.clients} clients q/s | p50 / p95 |")
         print("| --- | --- | --- | --- | --- | --- |")
+        single, together, rate = measure_plain(folder, port, texts, args)
+        print(f"| uvicorn alone, no Serve | 1 | {ms(single, 0.5):.1f} / {ms(single, 0.95):.1f} ms | "
+              f"{statistics.median(single) / statistics.median(inline):.2f}x | {rate:.1f} | "
+              f"{ms(together, 0.5):.1f} / {ms(together, 0.95):.1f} ms |", flush=True)
+        raw["plain"] = {"one_client_s": single, "clients_s": together, "clients_qps": rate}
         for ingress in args.ingress:
             # Ray Serve reads its ingress settings from the environment its processes start with.
             settings = haproxy_environment() if ingress == "haproxy" else {}
