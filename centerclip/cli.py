@@ -29,10 +29,13 @@ T = TypeVar("T")
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a --debug flag and errors on one line."""
+    """argparse with a --debug flag and errors on one line. Flags are never abbreviated: with
+    prefix matching a typo, or a flag that a later version adds, silently becomes another flag
+    (``--moments scenes`` would be read as ``--moments-after scenes``)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.add_argument("--debug", action="store_true",
                           help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")

@@ -4,11 +4,14 @@ loading torch, Ray or LanceDB."""
 
 from __future__ import annotations
 
+import datetime
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from centerclip import cli
@@ -27,6 +30,12 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "fake.safetensors").write_bytes(b"not a safetensors file at all")
     (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "pickled.pt").write_bytes(pickle.dumps({"when": datetime.datetime(2026, 1, 1)}))  # no tensors: code
+    from safetensors.numpy import save_file
+
+    save_file({"other.weight": np.zeros((3, 3), np.float32)}, str(tmp_path / "other.safetensors"))
+    whole = (REPO / "centerclip" / "model" / "weights" / "centerclip-tiny" / "model.safetensors").read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(whole[:len(whole) // 3])  # a valid header, a third of the data
     (tmp_path / "broken.yaml").write_text("space: [none\nname: x")
     (tmp_path / "unknown.yaml").write_text("space: [foo@6:4x49]\nstorage: runs\n")
     (tmp_path / "nothing").mkdir()
@@ -41,9 +50,14 @@ BAD_WEIGHTS = [(["--pretrained", "empty.pt"], "empty.pt is empty"),
                (["--pretrained", "checkpoint"], "checkpoint is a folder without model.safetensors"),
                (["--pretrained", "fake.safetensors"], "fake.safetensors is not a valid safetensors file"),
                (["--pretrained", "runs/none/checkpoint_1"], "runs/none/checkpoint_1: no such file or folder")]
+# Only loading tells these from good weights: the index checks them so before Ray starts.
+UNLOADABLE_WEIGHTS = [(["--pretrained", "pickled.pt"], "refusing to load pickled.pt: it holds Python objects"),
+                      (["--pretrained", "truncated.safetensors"], "truncated.safetensors is not a valid safetensors file"),
+                      (["--pretrained", "other.safetensors"], "other.safetensors does not hold centerclip-tiny weights")]
 MISTAKES = [
-    *[(index, argv, message) for argv, message in BAD_SCHEDULES + BAD_WEIGHTS],
+    *[(index, argv, message) for argv, message in BAD_SCHEDULES + BAD_WEIGHTS + UNLOADABLE_WEIGHTS],
     (index, ["/no/such/videos"], "input /no/such/videos does not exist"),
+    (index, ["--moments-aft", "3"], "unrecognized arguments: --moments-aft"),  # never read as --moments-after
     (index, ["/no/such/**/*.mp4"], "input /no/such/**/*.mp4 does not exist"),
     (index, ["--frames", "0"], "argument --frames: must be above 0"),
     (index, ["--model", "ViT-Z-99"], "unknown model 'ViT-Z-99'"),
@@ -103,11 +117,16 @@ def test_help_is_instant_without_torch_ray_or_lancedb():
         "        runpy.run_path(path, run_name='__main__')",
         "    except SystemExit as done:",
         "        assert done.code == 0, (path, done.code)",
+        "sys.argv = ['centerclip', '--help']",
+        "try:",
+        "    runpy.run_module('centerclip', run_name='__main__', alter_sys=True)",
+        "except SystemExit as done:",
+        "    assert done.code == 0, done.code",
         "print(sorted(name for name in ('torch', 'ray', 'lancedb', 'open_clip') if name in sys.modules))",
     ])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("usage: ") == len(CLIS)
+    assert done.stdout.count("usage: ") == len(CLIS) + 1  # and python -m centerclip
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 

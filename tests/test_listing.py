@@ -82,6 +82,37 @@ def test_an_existing_path_is_a_file_even_with_glob_characters(folder):
     assert [error["reason"] for error in missing.errors] == ["the glob matches no file", "no such file or folder"]
 
 
+def test_manifests_take_fields_of_any_size_and_refuse_only_an_oversized_row(folder, tmp_path):
+    import csv as csv_module
+
+    from centerclip.index.listing import MAX_METADATA_BYTES
+
+    transcript = "word " * 40_000  # 200 KiB: over the csv module's default field limit of 128 KiB
+    manifest = tmp_path / "export.csv"
+    with open(manifest, "w", newline="") as file:
+        writer = csv_module.writer(file)
+        writer.writerow(["uri", "transcript"])
+        writer.writerow([str(folder / "a.mp4"), transcript])
+        writer.writerow([str(folder / "clip1.mp4"), "x" * (MAX_METADATA_BYTES + 1)])
+    listing = list_inputs([str(manifest)])
+    assert [(source.uri, json.loads(source.metadata)) for source in listing.sources] == \
+        [(str(folder / "a.mp4"), {"transcript": transcript})]
+    assert [(error["uri"].rpartition("#")[2], error["reason"][:33]) for error in listing.errors] == \
+        [("row=3", "its metadata columns hold 8.0 MiB")]
+
+
+def test_every_duplicate_manifest_line_is_reported_under_its_row(folder, tmp_path):
+    manifest = tmp_path / "twice.jsonl"
+    a = str(folder / "a.mp4")
+    manifest.write_text("\n".join(json.dumps({"uri": uri}) for uri in
+                                  [a, a, "file://" + a, str(folder / "0_link_to_a.mp4"), str(folder / "clip1.mp4")]) + "\n")
+    listing = list_inputs([str(manifest)])
+    assert [source.uri for source in listing.sources] == [a, str(folder / "clip1.mp4")]
+    reported = {error["uri"].rpartition("#")[2]: error["reason"] for error in listing.errors}
+    assert sorted(reported) == ["row=2", "row=3", "row=4"]  # each line after the first names the first
+    assert all(reason.startswith("duplicate: ") and reason.endswith("#row=1, indexed once") for reason in reported.values())
+
+
 def test_a_named_file_is_tried_whatever_its_name_and_a_manifest_row_can_fail_alone(folder, tmp_path):
     named = list_inputs([str(folder / "readme.txt")])
     assert [source.uri for source in named.sources] == [str(folder / "readme.txt")]

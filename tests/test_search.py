@@ -156,6 +156,17 @@ def test_cli_prints_a_table_and_filters(collection, weights, capsys):
     assert "whole video" in out and "/videos/3.mp4" in out.splitlines()[1]
 
 
+def test_cli_says_when_a_query_is_longer_than_the_model_reads(collection, weights, capsys):
+    db, _ = collection
+    common = ["--db", db, "--k", "2", "--model", "centerclip-test", "--pretrained", weights]
+    main([CAPTIONS[0], *common])
+    assert capsys.readouterr().err == ""
+    main(["a red circle moves left " * 40, *common])  # 200 tokens
+    lines = capsys.readouterr().err.strip().splitlines()
+    cut = re.search(r"cut to the model's context of (\d+) tokens: its last (\d+) tokens were not used", lines[0])
+    assert len(lines) == 1 and cut and int(cut[2]) == 200 + 2 - int(cut[1])  # start and end of text count
+
+
 @pytest.mark.parametrize("argv", [["   "], ["query", "--where", "metadata=x"], ["query", "--where", "uri"]])
 def test_cli_rejects_bad_input(collection, weights, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:

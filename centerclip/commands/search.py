@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     config = SearchConfig(db=args.db, table=args.table, model=args.model, pretrained=args.pretrained,
                           k=args.k, where=tuple(args.where))
     try:
-        results = search(config, args.query, args.video)
+        results = search(config, args.query, args.video, note=lambda line: print(line, file=sys.stderr))
     except VideoDecodeError as error:
         raise ValueError(f"--video {args.video}: {error}") from None
     print(json.dumps([result.to_dict() for result in results], indent=2) if args.json else format_table(results))

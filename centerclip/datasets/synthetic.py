@@ -232,7 +232,7 @@ def ensure_synthetic(out: str | Path, videos: int, seed: int = 0) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(
-        prog="python -m centerclip.datasets.synthetic",
+        prog="python -m centerclip.datasets.synthetic", allow_abbrev=False,
         description="Generate the synthetic text-video retrieval benchmark (cached: re-runs only add what is missing).",
     )
     parser.add_argument(

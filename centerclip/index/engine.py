@@ -235,17 +235,21 @@ def run(job: IndexJob, progress=None) -> dict:
     shows the work (see progress.py). Neither torch nor Ray is loaded unless there is something
     to encode, or a model without a local JSON config whose shape only building it tells."""
     from ..model.registry import ModelShape, check_encoder
+    from ..model.weight_files import names_a_file
     from .listing import list_inputs
     from .store import Store
 
     started = time.perf_counter()
     config = job.encoder_config().resolved()
     shape = check_encoder(config)  # a bad model, weights file or schedule fails here, before anything is created
-    if shape is None:
+    if shape is None or (config.pretrained and names_a_file(config.pretrained)):
+        # Built once here, with the loader the encoder actors use: a pickle, a truncated file or
+        # another model's weights are one line now, not actor deaths once Ray has started.
         from ..model.encoder import VideoEncoder
 
         encoder = VideoEncoder.create(config)
         shape = ModelShape(encoder.embed_dim, encoder.image_size[0])
+        del encoder
     store = Store.open(job.db, dim=shape.embed_dim, table=job.table)
     listing = list_inputs(list(job.inputs or sample_inputs(job).inputs))
     sources = listing.sources

@@ -35,6 +35,11 @@ from .keys import video_key
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv",
                     ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".vob", ".mxf", ".asf")
 MANIFEST_EXTENSIONS = (".csv", ".parquet", ".jsonl")
+# A manifest row's extra columns are stored with its rows as JSON; exported spreadsheets carry
+# descriptions and transcripts of hundreds of KiB. Past this, the row is refused (not the run).
+MAX_METADATA_BYTES = 8 << 20
+# The csv module refuses fields over 128 KiB by default; the bound that matters is the one above.
+CSV_FIELD_LIMIT = 2**31 - 1
 
 _KINDS = {stat.S_IFIFO: "named pipe", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
           stat.S_IFBLK: "block device", stat.S_IFDIR: "folder"}
@@ -82,6 +87,7 @@ class _Candidate:
     symlink: bool = False
     key_name: str | None = None  # a manifest id, the key's stand-in for the uri
     metadata: str = "{}"
+    origin: str | None = None  # the manifest row it came from (``manifest-uri#row=N``)
 
 
 def _local(path: bytes, *, named: bool, entry: os.DirEntry | None = None) -> _Candidate | dict:
@@ -175,6 +181,7 @@ def _manifest_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
                         row = f"not a JSON object ({error.msg})"
                     yield number, row if isinstance(row, (dict, str)) else "not a JSON object"
     else:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
         with open(path, newline="", encoding="utf-8", errors="surrogateescape") as file:
             yield from enumerate(csv.DictReader(file), 2)  # row 1 is the header
 
@@ -198,10 +205,14 @@ def _manifest_candidates(path: str) -> Iterator[_Candidate | dict]:
             continue
         identity = row.pop("id", None)
         metadata = json.dumps({"id": identity, **row} if identity else row, sort_keys=True, default=str)
+        if len(metadata.encode("utf-8", "surrogateescape")) > MAX_METADATA_BYTES:
+            yield _error(where, f"its metadata columns hold {len(metadata) / 2**20:.1f} MiB of text; at most "
+                                f"{MAX_METADATA_BYTES >> 20} MiB per row are stored (shorten or drop a column)")
+            continue
         for found in _named(str(uri)):
             if isinstance(found, _Candidate):
                 found = _Candidate(found.uri, found.size, found.mtime_ns, found.identity, found.symlink,
-                                   f"id:{identity}" if identity else None, metadata)
+                                   f"id:{identity}" if identity else None, metadata, where)
             yield found
 
 
@@ -296,7 +307,12 @@ def list_inputs(inputs: list[str]) -> Listing:
     chosen: dict[Any, _Candidate] = {}
     for candidate in sorted(candidates, key=lambda c: c.symlink):  # stable: keeps the listing order
         first = chosen.setdefault(candidate.identity or candidate.uri, candidate)
-        if first is not candidate and first.uri != candidate.uri:
+        if first is candidate:
+            continue
+        if candidate.origin is not None:  # a manifest line ends somewhere visible: its own error, under its row
+            listing.errors.append(_error(candidate.origin, f"duplicate: {candidate.uri} is the same file as "
+                                                           f"{first.origin or first.uri}, indexed once"))
+        elif first.uri != candidate.uri:
             listing.errors.append(_error(candidate.uri, f"duplicate: same file as {first.uri}"))
     order = {id(candidate): rank for rank, candidate in enumerate(candidates)}
     for candidate in sorted(chosen.values(), key=lambda c: order[id(c)]):

@@ -107,6 +107,15 @@ class VideoEncoder(nn.Module):
         tokens = self.tokenizer(list(texts)).to(device)
         return self.clip.encode_text(tokens, normalize=True)
 
+    def unread_tokens(self, text: str) -> tuple[int, int]:
+        """(tokens of ``text`` the text tower cannot read, its context length): the tokenizer
+        keeps the first context-length tokens, start and end of text included, and drops the rest."""
+        context = int(getattr(self.tokenizer, "context_length", 0) or 0)
+        encode = getattr(self.tokenizer, "encode", None)
+        if not context or encode is None:  # a tokenizer that cannot say: nothing to report
+            return 0, context
+        return max(0, len(encode(text)) + 2 - context), context
+
     def forward(self, frames: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(video embeddings, text embeddings, logit scale): one training forward, so that
         DistributedDataParallel, wrapping the encoder, sees every parameter used inside it."""

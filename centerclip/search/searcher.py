@@ -8,7 +8,7 @@ The command line is pipelines/search.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -142,12 +142,20 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines) if results else "no results"
 
 
-def search(config: SearchConfig, query: str | None = None, video: str | None = None) -> list[Result]:
-    """Text query or video file (exactly one) -> the k best videos."""
+def search(config: SearchConfig, query: str | None = None, video: str | None = None,
+           note: Callable[[str], None] | None = None) -> list[Result]:
+    """Text query or video file (exactly one) -> the k best videos. ``note`` is told, in one
+    line, when the query is longer than the text tower reads."""
     if (query is None) == (video is None):
         raise ValueError("give either a text query or --video PATH")
     where: dict[str, list[str]] = {}
     for column, value in config.where:
         where.setdefault(column, []).append(value)
     searcher = Searcher.create(config)
-    return searcher.text(query, config.k, where) if video is None else searcher.video(video, config.k, where)
+    if video is not None:
+        return searcher.video(video, config.k, where)
+    unread, context = searcher._model().unread_tokens(query)
+    if unread and note is not None:
+        note(f"note: the query is cut to the model's context of {context} tokens: its last {unread} tokens "
+             f"were not used")
+    return searcher.text(query, config.k, where)
