@@ -127,11 +127,14 @@ def scratch(tmp_path_factory, ray_session):
 @pytest.mark.parametrize("language, example", EXAMPLES,
                          ids=[f"{i}-{shlex.join(e)[:60] if l == 'bash' else e.strip().splitlines()[0][:60]}"
                               for i, (l, e) in enumerate(EXAMPLES)])
-def test_readme_example(language, example, scratch, monkeypatch, request):
+def test_readme_example(language, example, scratch, request):
     folder, env = scratch
-    if language == "python":
-        monkeypatch.chdir(folder)
-        exec(compile(example, str(README), "exec"), {"__name__": "readme_example"})
+    if language == "python":  # as users run them: a file with no main guard, and stdin
+        script = folder / f"example_{abs(hash(example))}.py"
+        script.write_text(example)
+        for command, given in [([sys.executable, str(script)], None), ([sys.executable, "-"], example)]:
+            done = subprocess.run(command, input=given, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (command[1], done.stderr[-3000:])
         return
     words = without_environment(example)
     check = check_of(words)

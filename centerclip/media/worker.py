@@ -12,8 +12,12 @@ so a crash costs a quick restart, not a new interpreter. The worker is reused ac
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import multiprocessing
 import multiprocessing.connection
+import sys
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from .sources import VideoDecodeError
@@ -40,14 +44,34 @@ def _serve(connection: multiprocessing.connection.Connection) -> None:
             connection.send((False, RuntimeError(f"{type(error).__name__}: {error}")))
 
 
+@contextlib.contextmanager
+def _main_is_worker_main() -> Iterator[None]:
+    """While a worker starts, tell multiprocessing that the caller's main module is worker_main.
+    It re-imports the caller's ``__main__`` in every child (to unpickle functions defined there):
+    a script without ``if __name__ == "__main__":`` would run again in the worker, and a script
+    read from stdin cannot be read again. The worker only runs this package's functions, so it
+    needs nothing of the caller's main module."""
+    main = sys.modules["__main__"]
+    missing = object()
+    saved = main.__dict__.get("__spec__", missing)
+    main.__spec__ = importlib.util.find_spec(f"{__package__}.worker_main")
+    try:
+        yield
+    finally:
+        if saved is missing:
+            del main.__spec__
+        else:
+            main.__spec__ = saved
+
+
 class Worker:
     """Runs calls in a persistent worker process, each under a hard timeout.
 
     A hang past ``timeout`` seconds or a crash of the worker raises VideoDecodeError ("timed out
     after 60s", "decoder crashed (signal 11)") and the next call starts a fresh worker.
     ``isolated=False`` runs calls in this process, for callers that are already isolated (a Ray
-    task). One call at a time: use one Worker per thread, and close it (or use ``with``). As with
-    any non-fork start method, a script that starts workers needs ``if __name__ == "__main__":``.
+    task). One call at a time: use one Worker per thread, and close it (or use ``with``). Scripts
+    need no ``if __name__ == "__main__":`` guard, and may come from stdin (``_main_is_worker_main``).
     """
 
     def __init__(self, *, isolated: bool = True, timeout: float = 60.0):
@@ -89,7 +113,8 @@ class Worker:
     def _start(self) -> None:
         self._connection, child = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(target=_serve, args=(child,), name="centerclip-decoder", daemon=True)
-        self._process.start()
+        with _main_is_worker_main():
+            self._process.start()
         child.close()  # so that the worker's death reads as end-of-file here
 
     def _stop(self) -> int | None:
