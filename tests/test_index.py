@@ -70,6 +70,28 @@ def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, co
     assert '"already_indexed": 7' in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_rerun_over_an_unchanged_library_writes_nothing(ray_session, corpus, tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    good = sorted(name for name in os.listdir(corpus) if name not in ("empty.mp4", "notes.mp4", "cut.mp4", "long one.mp4"))
+    for name in good[:3] + ["empty.mp4"]:
+        shutil.copy(corpus / name, folder / name)
+    (folder / "notes.txt").write_text("a probe error: no video container")
+    db = str(tmp_path / "db")
+    first = index.main([str(folder), "--db", db, *MODEL])
+    assert first["errors"] == 2
+    store = Store.open(db)
+    versions = store.videos.version, store.errors_table.version
+    again = index.main([str(folder), "--db", db, *MODEL])
+    assert (again["already_indexed"], again["videos"], again["errors"]) == (first["videos"], 0, 2)
+    store = Store.open(db)
+    assert (store.videos.version, store.errors_table.version) == versions  # neither table gained a version
+    (folder / good[0]).write_text("replaced by text")  # what changed is written: its rows go, its error comes
+    assert index.main([str(folder), "--db", db, *MODEL])["errors"] == 3
+    store = Store.open(db)
+    assert store.videos.version > versions[0] and store.errors_table.version > versions[1]
+
+
 def test_default_run_indexes_a_sample_set_and_search_finds_the_captioned_video(ray_session, tmp_path):
     """The README's first command: the built-in model on a generated sample set it never saw."""
     summary = index.main(["--db", str(tmp_path / "db"), "--cache", str(tmp_path / "cache"), "--sample-videos", "10"])

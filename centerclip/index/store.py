@@ -186,12 +186,26 @@ class Store:
         table = pa.Table.from_pylist([
             {"uri": failure["uri"], "key": failure.get("key"), "stage": failure["stage"],
              "reason": str(failure["reason"]), "time": now} for failure in failures], schema=ERRORS_SCHEMA)
-        table = _keep_last(table, "uri")
+        table = self._changed_errors(_keep_last(table, "uri"))
         if len(table):
             self._delete_rows(self._uris_with_rows(table.column("uri").to_pylist()))
             retry_conflicts(lambda: self.errors_table.merge_insert("uri").when_matched_update_all()
                             .when_not_matched_insert_all().execute(table))
         return len(table)
+
+    def _changed_errors(self, table: pa.Table, chunk: int = IN_CHUNK) -> pa.Table:
+        """The failures of ``table`` that the errors table does not already hold as they are (same
+        key, stage and reason): a re-run over an unchanged library writes nothing, so neither
+        table gains a version."""
+        if not len(table) or not self.errors_table.count_rows():
+            return table
+        fields = ["uri", "key", "stage", "reason"]
+        held = set()
+        for condition in _isin_chunks("uri", table.column("uri").to_pylist(), chunk):
+            found = self.errors_table.search().where(condition).select(fields).limit(None).to_arrow()
+            held.update(zip(*(found.column(name).to_pylist() for name in fields)))
+        new = [(row not in held) for row in zip(*(table.column(name).to_pylist() for name in fields))]
+        return table.filter(pa.array(new, pa.bool_()))
 
     def errors(self) -> pa.Table:
         return self.errors_table.to_arrow()

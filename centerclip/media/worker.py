@@ -113,9 +113,15 @@ class Worker:
     def _start(self) -> None:
         self._connection, child = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(target=_serve, args=(child,), name="centerclip-decoder", daemon=True)
-        with _main_is_worker_main():
-            self._process.start()
-        child.close()  # so that the worker's death reads as end-of-file here
+        try:
+            with _main_is_worker_main():
+                self._process.start()
+        except BaseException:  # no worker: nothing to stop later, and the caller sees why
+            self._connection.close()
+            self._process = self._connection = None
+            raise
+        finally:
+            child.close()  # so that the worker's death reads as end-of-file here
 
     def _stop(self) -> int | None:
         """Kill the worker (idle, hung or dead: nothing in it is worth saving); its exit code."""
