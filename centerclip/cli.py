@@ -7,10 +7,13 @@ shows the traceback. Light on purpose: CLIs import it before parsing, so --help 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 DEBUG_ENV = "CENTERCLIP_DEBUG"
@@ -19,6 +22,46 @@ USAGE_STATUS = 2  # argparse's status for a bad command line; ours for any bad i
 # OSError (missing or unreadable files, no network). Anything else is a bug and keeps its traceback.
 EXPECTED = (ValueError, OSError)
 STOPPED_STATUS = 1  # a job that could not go on, its inputs fine
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM, as a KeyboardInterrupt that knows its signal (exit status 128 +
+    signal: 130, 143) and, once a job has unwound, what it kept (``done``)."""
+
+    def __init__(self, signum: int = signal.SIGINT, done: str = ""):
+        super().__init__(done)
+        self.signum, self.done = signum, done
+
+
+def _terminated(signum, frame):
+    raise Interrupted(signum)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a command the way Ctrl-C does: it unwinds, says what was kept and exits 143.
+    Set when a command starts and again once Ray is up, whose core worker installs a SIGTERM
+    handler that aborts the process with a stack dump (exit 134)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """While a stopping job shuts Ray down (seconds): a second Ctrl-C or SIGTERM is acknowledged,
+    not acted on. Interrupting ray.shutdown() leaves Ray's agents running and prints a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def acknowledge(signum, frame):
+        os.write(sys.stderr.fileno(), b"still stopping: shutting Ray down, a few seconds\n")
+
+    previous = {signum: signal.signal(signum, acknowledge) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class JobStopped(RuntimeError):
@@ -116,6 +159,8 @@ def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = 
     quiet_logging(debug)
     module = main.__module__
     prog = os.path.basename(sys.argv[0]) if module == "__main__" else f"{module.rsplit('.', 1)[-1]}.py"
+    terminate = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    stop_on_sigterm()
     try:
         return main(argv)
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
@@ -131,11 +176,16 @@ def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = 
             raise
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(USAGE_STATUS) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        print(f"{prog}: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        signum, done = getattr(stop, "signum", signal.SIGINT), getattr(stop, "done", "")
+        by = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"{prog}: stopped by {by}" + (f": {done}" if done else ""), file=sys.stderr)
+        raise SystemExit(128 + signum) from None
+    finally:
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
 
 
 class Drop(logging.Filter):

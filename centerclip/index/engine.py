@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import cli
 from ..cli import JobStopped
 from . import watchdog
 from .job import IndexJob
@@ -172,15 +174,33 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
     until every video is written or has failed."""
     import ray
 
-    from .batching import WholeVideos
-    from .progress import LoggedProgress, quiet_ray
+    from .progress import quiet_ray
 
     quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
     own_ray = not ray.is_initialized()
-    if own_ray:
-        # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
-        # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
-        ray.init(include_dashboard=False)
+    try:
+        if own_ray:
+            # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
+            # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
+            ray.init(include_dashboard=False)
+        cli.stop_on_sigterm()  # again: Ray's start replaced it
+        return _passes(job, config, shape, store, todo, progress)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what is written stays, and a re-run goes on
+        done = getattr(stop, "written", Written())
+        raise cli.Interrupted(getattr(stop, "signum", signal.SIGINT),
+                              f"{done.videos} videos ({done.moments} moments) and {done.errors} errors are in the "
+                              f"table; the same command again goes on from there") from None
+    finally:
+        if own_ray:
+            with cli.signals_held():
+                ray.shutdown()  # before the interpreter's exit does it; a local Ray's processes (about 1 GB) go
+
+
+def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source],
+            progress) -> Written:
+    from .batching import WholeVideos
+    from .progress import LoggedProgress
+
     videos = moments = errors = retried = 0
     first_batch = last_batch = None
     lost: list[str] = []
@@ -206,6 +226,9 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                     last_batch = time.perf_counter()
                     first_batch = first_batch or (last_batch, videos + errors)
                     shown.update(*counts)
+            except KeyboardInterrupt as stop:  # for the line the command ends with
+                stop.written = Written(videos, moments, errors)
+                raise
             except _lost_work() as failure:
                 left = [source for source in left if source.key not in done]
                 reason = f"pass {attempt} lost the work of {len(left)} videos ({type(failure).__name__})"
@@ -224,8 +247,6 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                 errors += len(keys)
                 shown.update(0, 0, len(keys))
             break
-    if own_ray:
-        ray.shutdown()  # a local Ray's processes (about 1 GB) go before a search loads a model here
     return Written(videos, moments, errors, first_batch, last_batch, attempt, retried, tuple(lost),
                    frozenset(decoded_on), frozenset(encoded_on))
 

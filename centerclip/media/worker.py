@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import multiprocessing
 import multiprocessing.connection
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -29,19 +30,27 @@ _CONTEXT.set_forkserver_preload(["centerclip.media.decoding"])
 
 
 def _serve(connection: multiprocessing.connection.Connection) -> None:
+    # Ctrl-C reaches every process of the terminal's group, this one too: the parent decides when
+    # the worker stops (it closes the pipe or kills it), so a stop prints no traceback from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             fn, args, kwargs = connection.recv()
-        except EOFError:  # the parent closed the pipe or exited
+        except (EOFError, OSError):  # the parent closed the pipe or exited
             return
         try:
             reply = (True, fn(*args, **kwargs))
         except Exception as error:  # noqa: BLE001 - every failure is the caller's to handle
             reply = (False, error)
         try:
-            connection.send(reply)
-        except Exception as error:  # noqa: BLE001 - an unpicklable result or exception
-            connection.send((False, RuntimeError(f"{type(error).__name__}: {error}")))
+            try:
+                connection.send(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as error:  # noqa: BLE001 - an unpicklable result or exception
+                connection.send((False, RuntimeError(f"{type(error).__name__}: {error}")))
+        except (BrokenPipeError, ConnectionResetError):  # the parent went away while we worked
+            return
 
 
 @contextlib.contextmanager
