@@ -1,6 +1,8 @@
 """End to end: real local Ray, real LanceDB in a temp dir, real video files."""
 
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +70,38 @@ def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, co
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert '"already_indexed": 7' in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_summary_counts_and_labels_as_the_progress_line_does(ray_session, corpus, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ["empty.mp4", "notes.mp4", *sorted(os.listdir(corpus))[-2:]]:
+        shutil.copy(corpus / name, folder / name)
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("centerclip.index")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        summary = engine.run(IndexJob(inputs=(str(folder),), db=str(tmp_path / "db"), model="centerclip-test",
+                                      frames=4, batch_size=4))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    progress = [line for line in lines if line.startswith("indexed ")]
+    assert progress, lines
+    progress = progress[-1]
+    counted = re.fullmatch(r"indexed (\d+)/(\d+) videos \((\d+) moments\), (\d+) failed, ([\d.]+) videos/s since indexing began",
+                           progress)
+    assert counted, progress
+    assert [int(counted[n]) for n in (1, 3, 4)] == [summary["videos"], summary["moments"], summary["failed_now"]]
+    text = format_summary(summary)
+    first = text.splitlines()[0]
+    assert first.startswith(f"Indexed {summary['videos']} videos ({summary['moments']} moments), {summary['failed_now']} failed, in ")
+    assert "videos/s over the whole run" in first and f"{summary['indexing_videos_per_s']:.1f} since indexing began" in first
+    assert float(counted[5]) == pytest.approx(summary["indexing_videos_per_s"], rel=0.25)  # logged a moment apart
 
 
 def test_a_rerun_over_an_unchanged_library_writes_nothing(ray_session, corpus, tmp_path):

@@ -51,8 +51,8 @@ class LoggedProgress:
 
     def _log(self) -> None:
         self.logged = time.perf_counter()
-        log.info("indexed %d/%d videos (%d moments), %d errors, %.1f videos/s", self.videos, self.total, self.moments,
-                 self.errors, (self.videos + self.errors) / max(self.logged - self.started, 1e-9))
+        log.info("indexed %d/%d videos (%d moments), %d failed, %.1f videos/s since indexing began", self.videos,
+                 self.total, self.moments, self.errors, (self.videos + self.errors) / max(self.logged - self.started, 1e-9))
 
 
 class IndexProgress:
@@ -72,10 +72,11 @@ class IndexProgress:
         if self.lines is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, unit="video", desc="indexing", file=terminal,
+            # smoothing=0: the rate is the average since indexing began, as the summary reports it.
+            self.bar = tqdm(total=self.total, unit="video", desc="indexing", file=terminal, smoothing=0,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos "
-                                       "[{elapsed}<{remaining}, {rate_noinv_fmt}]{postfix}")
-            self.bar.set_postfix_str("0 moments, 0 errors")
+                                       "[{elapsed}<{remaining}, {rate_noinv_fmt} since indexing began]{postfix}")
+            self.bar.set_postfix_str("0 moments, 0 failed")
         return self
 
     def update(self, videos: int, moments: int, errors: int) -> None:
@@ -83,7 +84,7 @@ class IndexProgress:
             self.lines.update(videos, moments, errors)
             return
         self.moments, self.errors = self.moments + moments, self.errors + errors
-        self.bar.set_postfix_str(f"{self.moments} moments, {self.errors} errors", refresh=False)
+        self.bar.set_postfix_str(f"{self.moments} moments, {self.errors} failed", refresh=False)
         self.bar.update(videos + errors)
 
     def __exit__(self, *exc) -> None:
@@ -158,9 +159,13 @@ def format_summary(summary: dict) -> str:
     """An indexing run's summary (pipelines/index.py's run()) for a person to read."""
     from .store import IndexConfig
 
-    done = f"Indexed {summary['videos']} videos ({summary['moments']} moments) in {summary['seconds']:.0f} s"
-    if summary["videos"]:
-        done += f", {summary['videos_per_s']:.1f} videos/s"
+    # The counters and rates of the progress line, named the same way.
+    done = (f"Indexed {summary['videos']} videos ({summary['moments']} moments), {summary['failed_now']} failed, "
+            f"in {summary['seconds']:.0f} s")
+    if summary["videos"] + summary["failed_now"]:
+        done += f": {summary['videos_per_s']:.1f} videos/s over the whole run"
+        if "indexing_videos_per_s" in summary:
+            done += f", {summary['indexing_videos_per_s']:.1f} since indexing began"
     if summary["already_indexed"]:
         done += f"; {summary['already_indexed']} were already indexed"
     lines = [done + "."]
@@ -204,7 +209,7 @@ def format_failures(summary: dict) -> str:
     found = summary["failures"]
     if not found["count"]:
         return ""
-    lines = [f"{found['count']} inputs not indexed, by reason:"]
+    lines = [f"{found['count']} inputs not indexed (failed in this run or before, or not videos), by reason:"]
     for group, count in found["by_reason"].items():
         lines.append(f"  {group} ({count})")
         for row in found["first"]:
