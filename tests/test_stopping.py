@@ -101,3 +101,35 @@ def test_a_stopped_run_says_what_it_kept_and_a_rerun_is_exact(ray_session, libra
     again = index.main([str(library), "--db", str(db), *MODEL])
     assert again["already_indexed"] + again["videos"] == COPIES * 20 and again["errors"] == 0
     assert Store.open(str(db)).count() == COPIES * 20
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB file system of its own (tmpfs), unmounted after."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"needs to mount a small tmpfs (root, or a container that allows mounts): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_with_room_is_exact(ray_session, library, small_disk, capsys):
+    from centerclip import cli
+    from centerclip.commands import index
+
+    db = small_disk / "db"
+    with pytest.raises(SystemExit) as ended:
+        cli.run(index.main, [str(library), "--db", str(db), *MODEL])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("index.py:")]
+    assert ended.value.code == 1 and len(lines) == 1, lines  # the environment, not the user's input
+    assert lines[0].startswith(f"index.py: stopped: no space left on the disk that holds {db} (")
+    assert "MiB free" in lines[0] and lines[0].endswith("free space and run the same command again; what is written is kept")
+    kept = Store.open(str(db)).count()  # the table is intact and searchable as far as it got
+    assert 0 < kept < COPIES * 20
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    again = index.main([str(library), "--db", str(db), *MODEL])
+    assert again["already_indexed"] == kept and kept + again["videos"] == COPIES * 20 == Store.open(str(db)).count()

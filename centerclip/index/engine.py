@@ -10,13 +10,17 @@ torch, open_clip and the model are loaded by the encoder actors, not here: a dri
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import shutil
 import signal
 import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -123,6 +127,7 @@ class Written:
     lost: tuple[str, ...] = ()  # why each pass after the first was needed
     decoded_on: frozenset[str] = frozenset()
     encoded_on: frozenset[str] = frozenset()
+    started: float | None = None  # when indexing began (``time.perf_counter()``), as the progress line counts
 
 
 def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: list[Source]) -> tuple[Pools, ray.data.Dataset]:
@@ -182,7 +187,13 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
         if own_ray:
             # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
             # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
-            ray.init(include_dashboard=False)
+            try:
+                ray.init(include_dashboard=False)
+            except (ConnectionError, RuntimeError, TimeoutError) as error:
+                where = os.environ.get("RAY_ADDRESS") or "a local Ray"
+                raise JobStopped(f"could not start or join Ray ({where}): {cli.one_line(error)[:300]}; check the "
+                                 f"address, free space under {os.environ.get('RAY_TMPDIR') or '/tmp'}, and --debug "
+                                 f"for Ray's traceback") from None
         cli.stop_on_sigterm()  # again: Ray's start replaced it
         return _passes(job, config, shape, store, todo, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what is written stays, and a re-run goes on
@@ -207,6 +218,7 @@ def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Stor
     decoded_on: set[str] = set()
     encoded_on: set[str] = set()
     left = todo
+    began = time.perf_counter()
     with (progress or LoggedProgress)(len(todo)) as shown:
         for attempt in range(1, PASSES + 1):
             done: set[str] = set()
@@ -248,13 +260,45 @@ def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Stor
                 shown.update(0, 0, len(keys))
             break
     return Written(videos, moments, errors, first_batch, last_batch, attempt, retried, tuple(lost),
-                   frozenset(decoded_on), frozenset(encoded_on))
+                   frozenset(decoded_on), frozenset(encoded_on), began)
 
 
 def run(job: IndexJob, progress=None) -> dict:
     """Index the job's inputs (none: the sample set) and return the run's summary; ``progress(total)``
     shows the work (see progress.py). Neither torch nor Ray is loaded unless there is something
-    to encode, or a model without a local JSON config whose shape only building it tells."""
+    to encode, or a model without a local JSON config whose shape only building it tells. A full
+    disk stops the job (JobStopped) with one line naming the db, its free space and the space a
+    run needs; what was written stays."""
+    try:
+        return _run(job, progress)
+    except Exception as error:  # noqa: BLE001 - LanceDB reports a full disk as an OSError or its own error
+        if not _no_space(error):
+            raise
+        raise JobStopped(_no_space_line(job.db)) from None
+
+
+def _no_space(error: BaseException) -> bool:
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
+
+
+def _no_space_line(db: str) -> str:
+    """Where the db is, how much room is left there, and what its rows take so far."""
+    from ..media.sources import path_from_uri
+
+    local = path_from_uri(db)
+    if local is None:
+        return f"the store behind {db} is full: free space there and run the same command again; what is written is kept"
+    folder = os.path.abspath(local)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free
+    used = sum(entry.stat().st_size for entry in Path(folder).rglob("*") if entry.is_file()) if os.path.isdir(local) else 0
+    return (f"no space left on the disk that holds {db} ({free / 2**20:.1f} MiB free; the table takes "
+            f"{used / 2**20:.1f} MiB so far, and a run needs room for its new rows and one more version of "
+            f"the table's index): free space and run the same command again; what is written is kept")
+
+
+def _run(job: IndexJob, progress) -> dict:
     from ..model.registry import ModelShape, check_encoder
     from ..model.weight_files import names_a_file
     from .listing import list_inputs
@@ -286,13 +330,16 @@ def run(job: IndexJob, progress=None) -> dict:
     seconds = time.perf_counter() - started
     failed = failures(store, listing.uris())
     summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": work.indexed,
-               "failed_before": work.failed_before, "videos": videos, "moments": moments, "errors": failed["count"],
+               "failed_before": work.failed_before, "videos": videos, "moments": moments, "failed_now": errors,
+               "errors": failed["count"],
                **({"pruned": pruned} if pruned is not None else {}),
                **({"nodes": {"decoded_on": len(written.decoded_on), "encoded_on": len(written.encoded_on)}} if todo else {}),
                **({"retried": {"videos": written.retried, "passes": written.passes, "why": list(written.lost)}}
                   if written.retried else {}),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),
                "videos_per_s": round((videos + errors) / seconds, 2), "failures": failed}
+    if written.last_batch:  # the progress line's rate: since indexing began, to the last write
+        summary["indexing_videos_per_s"] = round((videos + errors) / max(written.last_batch - written.started, 1e-9), 2)
     if written.first_batch:
         # Start-up (Ray, actors, model loads, the first batch) apart from the rate after it.
         first, first_videos = written.first_batch
