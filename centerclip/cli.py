@@ -182,6 +182,13 @@ def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = 
         signum, done = getattr(stop, "signum", signal.SIGINT), getattr(stop, "done", "")
         by = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"{prog}: stopped by {by}" + (f": {done}" if done else ""), file=sys.stderr)
+        if argv is None:  # a program, not a caller in Python: nothing is left to finish
+            # What was written is committed and the engine shut its Ray down. The interpreter's
+            # own teardown is skipped: threads Ray leaves behind after an interrupt (Ray Data's
+            # prefetcher) crashed it now and then as modules unloaded (SIGSEGV, after this line).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
         raise SystemExit(128 + signum) from None
     finally:
         if terminate is not None:

@@ -232,6 +232,40 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
     assert frames.shape == (4, 4, 32, 32, 3) and starts == [None, 0.0, 10.0, 20.0] and ends == [None, 10.0, 20.0, 25.0]
 
 
+def test_a_file_that_changes_while_it_is_indexed_is_tried_again_next_run(ray_session, corpus, tmp_path):
+    from centerclip.index.batching import sources_batch
+    from centerclip.index.decode_stage import DecodeVideos
+    from centerclip.index.listing import list_inputs
+    from centerclip.media.decoding import SamplingConfig
+
+    folder = tmp_path / "growing"
+    folder.mkdir()
+    for name in ["long one.mp4", sorted(os.listdir(corpus))[-1]]:
+        shutil.copy(corpus / name, folder / name)
+    listed = list_inputs([str(folder)]).sources
+    with open(folder / "long one.mp4", "ab") as file:  # still being written after it was listed
+        file.write(b"\0" * 1000)
+    stage = DecodeVideos(sampling=SamplingConfig(frames=4, size=32))
+    try:
+        parts = list(stage(sources_batch(listed)))
+    finally:
+        stage.decoder.close()
+    errors = {Path(uri).name: error for part in parts for uri, error in zip(part["uri"], part["error"])}
+    assert errors[sorted(os.listdir(corpus))[-1]] == ""
+    assert errors["long one.mp4"].startswith("changed while indexing: listed at ") and "tried again on the next run" in errors["long one.mp4"]
+
+    # In a whole run: an error row under the listed version's key, so the next run tries the file again.
+    db = str(tmp_path / "db")
+    from centerclip.index import engine as indexing
+
+    from centerclip.model.registry import model_shape
+
+    store = Store.open(db, dim=model_shape("centerclip-test").embed_dim)
+    store.record_errors([{"uri": listed[0].uri, "key": listed[0].key, "stage": "decode", "reason": errors["long one.mp4"]}])
+    again = indexing.run(IndexJob(inputs=(str(folder),), db=db, model="centerclip-test", frames=4, batch_size=4))
+    assert again["failed_before"] == 0 and again["videos"] == 2 and again["errors"] == 0
+
+
 def test_a_decoder_call_ships_its_videos_in_parts_of_a_block_each_video_whole(corpus):
     from centerclip.index.decode_stage import DecodeVideos
     from centerclip.index.job import MomentConfig

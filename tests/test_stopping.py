@@ -49,6 +49,7 @@ def stopped(library: Path, db: Path, signum: int, times: int) -> tuple[int, list
     listed its inputs and had a few seconds (Ray starting, or decoding), and return (exit status,
     stderr lines, seconds from the first signal to the exit)."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    environment["PYTHONFAULTHANDLER"] = "1"  # a crash shows where it happened
     job = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "index.py"), str(library), "--db", str(db), *MODEL],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment,
                            start_new_session=True)

@@ -26,7 +26,9 @@ def this_node() -> str:
 def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
     return {"uri": np.array([s.uri for s in sources], dtype=object),
             "key": np.array([s.key for s in sources], dtype=object),
-            "metadata": np.array([s.metadata for s in sources], dtype=object)}
+            "metadata": np.array([s.metadata for s in sources], dtype=object),
+            "size": np.array([s.size for s in sources], dtype=np.int64),
+            "mtime_ns": np.array([s.mtime_ns for s in sources], dtype=np.int64)}
 
 
 class WholeVideos:

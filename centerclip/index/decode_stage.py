@@ -14,6 +14,7 @@ from ..media.decoding import Decoder, SamplingConfig, VideoDecodeError, center_c
 from ..media.sources import local_file
 from ..media.thumbnails import thumbnail
 from .batching import this_node
+from .listing import version_now
 from .job import MomentConfig
 
 
@@ -50,6 +51,9 @@ class DecodeVideos:
         for row, uri in enumerate(batch["uri"]):
             try:
                 part.append((row, *self.clips(uri), ""))
+                changed = _changed(uri, int(batch["size"][row]), int(batch["mtime_ns"][row])) if "size" in batch else ""
+                if changed:  # what was decoded may not be the version the key names: try it next run
+                    part[-1] = (row, empty, [], [], [], changed)
             except VideoDecodeError as failure:
                 part.append((row, empty, [], [], [], failure.reason))
             size += part[-1][1].nbytes
@@ -58,6 +62,20 @@ class DecodeVideos:
                 part, size = [], 0
         if part:
             yield _part(batch, part, self.node)
+
+
+def _changed(uri: str, size: int, mtime_ns: int) -> str:
+    """Why the file behind ``uri`` is no longer the listed version (size and modification time),
+    or "" when it is (or the listing did not know them)."""
+    if size < 0:
+        return ""
+    now = version_now(uri)
+    if now is None:
+        return "changed while indexing: gone or unreadable after decoding; tried again on the next run"
+    if now != (size, mtime_ns):
+        return (f"changed while indexing: listed at {size} bytes, {now[0]} after decoding; "
+                f"tried again on the next run")
+    return ""
 
 
 def index_clips(path: str, sampling: SamplingConfig, moments: MomentConfig

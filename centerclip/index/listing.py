@@ -50,6 +50,23 @@ class Source:
     uri: str
     key: str
     metadata: str = "{}"  # JSON of the manifest's extra columns
+    size: int = -1  # bytes and modification time as listed: the version the key names (-1: unknown)
+    mtime_ns: int = -1
+
+
+def version_now(uri: str) -> tuple[int, int] | None:
+    """(size, modification time in ns) of the file behind ``uri`` now, as the listing reads them
+    (None when it cannot be read): the decode stage compares them with the listed ones."""
+    local = path_from_uri(uri)
+    try:
+        if local is not None:
+            status = os.stat(local)
+            return status.st_size, status.st_mtime_ns
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(path)
+        return (info.size or 0, info.mtime_ns or 0) if info.type == pyarrow.fs.FileType.File else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -317,7 +334,8 @@ def list_inputs(inputs: list[str]) -> Listing:
     order = {id(candidate): rank for rank, candidate in enumerate(candidates)}
     for candidate in sorted(chosen.values(), key=lambda c: order[id(c)]):
         listing.sources.append(Source(candidate.uri, video_key(candidate.key_name or candidate.uri, candidate.size,
-                                                               candidate.mtime_ns), candidate.metadata))
+                                                               candidate.mtime_ns), candidate.metadata,
+                                      candidate.size, candidate.mtime_ns))
     listed = {source.uri for source in listing.sources}
     listing.errors = list({error["uri"]: error for error in listing.errors if error["uri"] not in listed}.values())
     return listing
