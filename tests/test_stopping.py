@@ -31,6 +31,13 @@ def library(synthetic_small, tmp_path_factory):
     return folder
 
 
+def written(db: Path) -> bool:
+    try:
+        return Store.open(str(db)).count() > 0
+    except Exception:  # noqa: BLE001 - not created yet, or being created
+        return False
+
+
 def group_alive(pgid: int) -> list[str]:
     """The command lines of the processes still in process group ``pgid``."""
     alive = []
@@ -46,8 +53,9 @@ def group_alive(pgid: int) -> list[str]:
 
 def stopped(library: Path, db: Path, signum: int, times: int) -> tuple[int, list[str], float]:
     """Run the indexer in a process group of its own, signal the group ``times`` times once it has
-    listed its inputs and had a few seconds (Ray starting, or decoding), and return (exit status,
-    stderr lines, seconds from the first signal to the exit)."""
+    written its first rows, and return (exit status, stderr lines, seconds from the first signal
+    to the exit). (A SIGTERM in the second or so while ray.init sets up its core worker still
+    meets Ray's own handler, which aborts: see the README.)"""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     environment["PYTHONFAULTHANDLER"] = "1"  # a crash shows where it happened
     job = subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "index.py"), str(library), "--db", str(db), *MODEL],
@@ -66,7 +74,9 @@ def stopped(library: Path, db: Path, signum: int, times: int) -> tuple[int, list
     reader.start()
     try:
         assert listed.wait(120), lines
-        time.sleep(8)
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline and not written(db):
+            time.sleep(0.2)
         assert job.poll() is None, "the job ended before it could be stopped: give it more videos"
         began = time.monotonic()
         for _ in range(times):

@@ -189,6 +189,10 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
             # dashboard (about 180 MiB; `ray start --head` first for a local Ray with one).
             try:
                 ray.init(include_dashboard=False)
+            except SystemExit as stop:  # SIGTERM while Ray starts: its own handler meanwhile exits with the signal
+                if stop.code != signal.SIGTERM:
+                    raise
+                raise cli.Interrupted(signal.SIGTERM) from None
             except (ConnectionError, RuntimeError, TimeoutError) as error:
                 where = os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise JobStopped(f"could not start or join Ray ({where}): {cli.one_line(error)[:300]}; check the "
