@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,19 +96,18 @@ def one_client(port: int, texts: list[str]) -> list[float]:
     return [client.search(text) for text in texts]
 
 
-def many_clients(port: int, texts: list[str], clients: int, warm: list[str]) -> tuple[list[float], float]:
-    """Every client connects and sends two warm-up queries (so every replica is warm), then all
-    start together; queries/s over the timed part."""
+def together(texts: list[str], clients: int, open_client: Callable[[], Callable[[str], float]]) -> tuple[list[float], float]:
+    """``clients`` threads, each with its own client (``open_client()``: a function that runs one
+    query and returns its latency), sharing ``texts``; all start together once every client is
+    ready. Every latency, and queries/s over the timed part."""
     latencies: list[float] = []
     lock = threading.Lock()
     ready = threading.Barrier(clients + 1)
 
     def work(share: list[str]) -> None:
-        client = Client(port)
-        for text in warm[:2]:
-            client.search(text)
+        query = open_client()
         ready.wait()
-        mine = [client.search(text) for text in share]
+        mine = [query(text) for text in share]
         with lock:
             latencies.extend(mine)
 
@@ -119,33 +119,29 @@ def many_clients(port: int, texts: list[str], clients: int, warm: list[str]) -> 
     for thread in threads:
         thread.join()
     return latencies, len(texts) / (time.perf_counter() - began)
+
+
+def many_clients(port: int, texts: list[str], clients: int, warm: list[str]) -> tuple[list[float], float]:
+    """Every client connects and sends two warm-up queries (so every replica is warm), then all
+    start together; queries/s over the timed part."""
+    def open_client() -> Callable[[str], float]:
+        client = Client(port)
+        for text in warm[:2]:
+            client.search(text)
+        return client.search
+
+    return together(texts, clients, open_client)
 
 
 def in_process_clients(searcher: Searcher, texts: list[str], clients: int) -> tuple[list[float], float]:
     """The same load without HTTP or Serve: ``clients`` threads calling the searcher, all
     starting together; what the store and the text tower cost under this concurrency."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    ready = threading.Barrier(clients + 1)
+    def query(text: str) -> float:
+        began = time.perf_counter()
+        searcher.text(text, k=10)
+        return time.perf_counter() - began
 
-    def work(share: list[str]) -> None:
-        ready.wait()
-        mine = []
-        for text in share:
-            began = time.perf_counter()
-            searcher.text(text, k=10)
-            mine.append(time.perf_counter() - began)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=work, args=(texts[i::clients],)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return latencies, len(texts) / (time.perf_counter() - began)
+    return together(texts, clients, lambda: query)
 
 
 def plain_server(db: str, port: int) -> None:
