@@ -1,3 +1,5 @@
+import shutil
+
 import open_clip
 import pytest
 import torch
@@ -38,3 +40,27 @@ def synthetic_small(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, 20, seed=0, size=32)
     return root
+
+
+# A headless Chromium for the page's tests (tests/test_serve.py, tests/test_serve_hostile.py).
+BROWSER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not all(BROWSER):
+        pytest.skip("needs the Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER[0]
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(BROWSER[1]))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
