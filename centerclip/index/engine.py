@@ -109,6 +109,7 @@ def failures(store: Store, uris: set[str], first: int = 20) -> dict:
 # blocks they held); the next pass, on the actors that the cluster can then host, takes the
 # videos the last one did not finish. Written videos are never redone.
 PASSES = 4
+ACTORS_START_S = 7 * 24 * 3600  # Ray Data's wait for a pool's first actors; the stall watchdog ends it sooner
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,13 @@ def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: lis
     # Memory stays near a block per call whatever the videos' length: a decoder call ships its
     # videos in parts of a block of frames, and the encoder takes the blocks as they come
     # (batch_size=None), so a call of long videos never gathers them all.
-    block_bytes = ray.data.DataContext.get_current().target_max_block_size
+    context = ray.data.DataContext.get_current()
+    block_bytes = context.target_max_block_size
+    # On several nodes each pool starts whole before the first block flows: Ray Data otherwise runs
+    # once one actor is up, and the first encoder to load its model can take a short job's every
+    # block while its peer on the other node is still loading. The wait is no hang: the stall
+    # watchdog stops a job whose actors no node can host, and a pool that cannot grow is sized to fit.
+    context.wait_for_min_actors_s = ACTORS_START_S if nodes >= 2 and not cluster.grows else -1
     # Ray Data (2.60) names no parameter for an actor's restarts: max_restarts goes as a plain remote
     # argument, which it warns it will stop taking in 2.64.
     with warnings.catch_warnings():
