@@ -261,7 +261,8 @@ def test_a_file_that_changes_while_it_is_indexed_is_tried_again_next_run(ray_ses
     from centerclip.model.registry import model_shape
 
     store = Store.open(db, dim=model_shape("centerclip-test").embed_dim)
-    store.record_errors([{"uri": listed[0].uri, "key": listed[0].key, "stage": "decode", "reason": errors["long one.mp4"]}])
+    [growing] = [source for source in listed if source.uri.endswith("long one.mp4")]
+    store.record_errors([{"uri": growing.uri, "key": growing.key, "stage": "decode", "reason": errors["long one.mp4"]}])
     again = indexing.run(IndexJob(inputs=(str(folder),), db=db, model="centerclip-test", frames=4, batch_size=4))
     assert again["failed_before"] == 0 and again["videos"] == 2 and again["errors"] == 0
 

@@ -71,7 +71,8 @@ def library(tmp_path):
     expected.update({"loop_a.mp4": "symlink loop", "loop_b.mp4": "symlink loop"})
     write_video(outside / "shared.mp4", frames=10)
     os.symlink(outside / "shared.mp4", root / "link1.mp4")
-    os.symlink(outside / "shared.mp4", root / "link2.mp4")
+    # A symlink to a file the walk lists under its own name is that file's duplicate, in any order.
+    os.symlink(root / "long.mp4", root / "link2.mp4")
     expected.update({"link1.mp4": "video", "link2.mp4": "duplicate: same file as"})
     return root, expected
 

@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     local = path_from_uri(args.video) if args.video is not None else None
     if local is not None and not os.path.isfile(local):  # refused before a model loads; s3://... is checked when read
         parser.error(f"--video {args.video}: no such file")
+    from ..index.store import Store
+
+    Store.open(args.db, table=args.table)  # a wrong db is one line in a second, before the model loads
     from ..search.searcher import SearchConfig, format_table, search
     from ..media.decoding import VideoDecodeError
 

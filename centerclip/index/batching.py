@@ -28,7 +28,8 @@ def sources_batch(sources: list[Source]) -> dict[str, np.ndarray]:
             "key": np.array([s.key for s in sources], dtype=object),
             "metadata": np.array([s.metadata for s in sources], dtype=object),
             "size": np.array([s.size for s in sources], dtype=np.int64),
-            "mtime_ns": np.array([s.mtime_ns for s in sources], dtype=np.int64)}
+            "mtime_ns": np.array([s.mtime_ns for s in sources], dtype=np.int64),
+            "tag": np.array([s.tag for s in sources], dtype=object)}
 
 
 class WholeVideos:

@@ -51,7 +51,8 @@ class DecodeVideos:
         for row, uri in enumerate(batch["uri"]):
             try:
                 part.append((row, *self.clips(uri), ""))
-                changed = _changed(uri, int(batch["size"][row]), int(batch["mtime_ns"][row])) if "size" in batch else ""
+                changed = _changed(uri, int(batch["size"][row]), int(batch["mtime_ns"][row]),
+                                   str(batch["tag"][row])) if "size" in batch else ""
                 if changed:  # what was decoded may not be the version the key names: try it next run
                     part[-1] = (row, empty, [], [], [], changed)
             except VideoDecodeError as failure:
@@ -64,17 +65,17 @@ class DecodeVideos:
             yield _part(batch, part, self.node)
 
 
-def _changed(uri: str, size: int, mtime_ns: int) -> str:
-    """Why the file behind ``uri`` is no longer the listed version (size and modification time),
-    or "" when it is (or the listing did not know them)."""
+def _changed(uri: str, size: int, mtime_ns: int, tag: str = "") -> str:
+    """Why the file behind ``uri`` is no longer the listed version (size, modification time and an
+    object's version tag), or "" when it is (or the listing did not know them)."""
     if size < 0:
         return ""
     now = version_now(uri)
     if now is None:
         return "changed while indexing: gone or unreadable after decoding; tried again on the next run"
-    if now != (size, mtime_ns):
-        return (f"changed while indexing: listed at {size} bytes, {now[0]} after decoding; "
-                f"tried again on the next run")
+    if now != (size, mtime_ns, tag):
+        what = f"listed at {size} bytes, {now[0]} after decoding" if now[0] != size else "rewritten after it was listed"
+        return f"changed while indexing: {what}; tried again on the next run"
     return ""
 
 

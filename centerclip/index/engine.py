@@ -1,7 +1,7 @@
 """The indexing engine: list the job's inputs, plan them against the store, then decode, encode and
 write what is left with Ray Data, whole videos at a time.
 
-    list_inputs (listing.py) -> plan (store.py) -> DecodeVideos (CPU actors, decode_stage.py)
+    InputStream (listing.py) -> waves of plan (store.py) -> DecodeVideos (CPU actors, decode_stage.py)
     -> EncodeClips (actor pool, GPU when present, encode_stage.py) -> WholeVideos -> write
 
 torch, open_clip and the model are loaded by the encoder actors, not here: a driver that schedules
@@ -11,17 +11,22 @@ torch, open_clip and the model are loaded by the encoder actors, not here: a dri
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
 import math
 import os
 import shutil
 import signal
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from queue import Empty, Full, Queue
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -36,10 +41,11 @@ if TYPE_CHECKING:
     import ray
 
     from ..model.registry import EncoderConfig, ModelShape
-    from .listing import Listing, Source
+    from .listing import InputStream, Source
     from .store import Store
 
 log = logging.getLogger("centerclip.index")
+T = TypeVar("T")
 
 
 def _lost_work() -> tuple[type[BaseException], ...]:
@@ -76,33 +82,123 @@ class Work:
     failed_before: int  # unchanged and in the errors table: not tried again
 
 
-def plan(store: Store, listing: Listing, retry_errors: bool) -> Work:
-    """Bring the store in line with the listing before any decoding, and say what is left to do."""
-    store.reconcile()  # a run killed between a write's two commits left an error beside rows
-    store.record_errors(listing.errors)  # probe failures; their uris lose any rows
-    generations = store.video_ids(source.uri for source in listing.sources)
-    indexed = {source.key for source in listing.sources if source.key in generations.get(source.uri, ())}
+def plan(store: Store, sources: list[Source], errors: list[dict], retry_errors: bool) -> Work:
+    """Bring the store in line with one chunk of the listing before any of it is decoded, and say
+    what is left to do. Each lookup is of the chunk's keys (index lookups once the table has its
+    key indexes), so a re-run over millions of indexed videos never reads them all at once."""
+    store.record_errors(errors)  # probe failures; their uris lose any rows
+    generations = store.video_ids(source.uri for source in sources)
+    indexed = {source.key for source in sources if source.key in generations.get(source.uri, ())}
     # Rows indexed before thumbnails existed are indexed again, and so gain one.
     indexed = store.indexed_keys(indexed, with_thumbnail=True)
     # Older generations beside an indexed one (tables written before replacing upserts).
-    store.delete_videos({old for source in listing.sources if source.key in indexed
+    store.delete_videos({old for source in sources if source.key in indexed
                          for old in generations[source.uri] - {source.key}})
-    failed = {} if retry_errors else store.failed_keys()
-    pending = [source for source in listing.sources if source.key not in indexed]
+    pending = [source for source in sources if source.key not in indexed]
+    failed = {} if retry_errors else store.failed_keys(source.uri for source in pending)
     todo = [source for source in pending if failed.get(source.uri) != source.key]
     return Work(todo, len(indexed), len(pending) - len(todo))
 
 
-def failures(store: Store, uris: set[str], first: int = 20) -> dict:
-    """The failed inputs among ``uris``: how many, how many per reason, and the first few."""
+@dataclass
+class Planned:
+    """What the listing found so far, and what planning made of it."""
+
+    found: int = 0
+    indexed: int = 0
+    failed_before: int = 0
+    todo: int = 0
+    probe_errors: int = 0
+
+
+# Videos per Ray Data run ("wave"): the listing and planning go on while a wave is indexed, and a
+# wave's sources are all the driver holds of them. Each wave starts its actor pools anew (seconds),
+# against minutes of work at this size. The first wave starts early, so a first row comes soon.
+WAVE = 16_384
+FIRST_WAVE_S = 5.0
+
+
+def waves(store: Store, stream: InputStream, retry_errors: bool, planned: Planned, size: int = WAVE,
+          first_after: float = FIRST_WAVE_S) -> Iterator[list[Source]]:
+    """The sources left to index, in waves of about ``size``: listed in a thread ahead of the
+    caller, planned chunk by chunk against the store here."""
+    store.reconcile()  # a run killed between a write's two commits left an error beside rows
+    todo: list[Source] = []
+    began, started = time.monotonic(), False
+    for sources, errors in ahead(stream.chunks(), depth=2):
+        work = plan(store, sources, errors, retry_errors)
+        planned.found += len(sources)
+        planned.probe_errors += len(errors)
+        planned.indexed += work.indexed
+        planned.failed_before += work.failed_before
+        planned.todo += len(work.todo)
+        todo += work.todo
+        if len(todo) >= size or (todo and not started and time.monotonic() - began >= first_after):
+            started = True
+            yield todo
+            todo = []
+    log.info("%d videos found, %d already indexed, %d failed before (--retry-errors tries them again), %d to index; "
+             "%d inputs are not videos or cannot be read", planned.found, planned.indexed, planned.failed_before,
+             planned.todo, planned.probe_errors)
+    if todo:
+        yield todo
+
+
+def ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """The items of ``items``, produced by a thread up to ``depth`` items ahead of the caller; an
+    error there is raised here. A caller that stops early stops the thread at its next item."""
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.2)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((end, None))
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            queue.put((end, error))
+
+    thread = threading.Thread(target=produce, name="centerclip-listing", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item, error = queue.get(timeout=0.2)  # a timeout keeps the wait open to Ctrl-C
+            except Empty:
+                continue
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def failures(store: Store, listed: Callable[[str], bool], first: int = 20) -> dict:
+    """The failed inputs that ``listed`` (this run's listing) names: how many, how many per reason,
+    and the first few by uri; the errors table is read in batches."""
     from .progress import reason_group
 
-    errors = [row for row in store.errors().sort_by("uri").to_pylist() if row["uri"] in uris]
+    count = 0
     by_reason: dict[str, int] = {}
-    for row in errors:
-        by_reason[reason_group(row["reason"])] = by_reason.get(reason_group(row["reason"]), 0) + 1
-    return {"count": len(errors), "by_reason": dict(sorted(by_reason.items(), key=lambda item: -item[1])),
-            "first": [{name: row[name] for name in ("uri", "stage", "reason")} for row in errors[:first]]}
+    firsts: list[tuple[str, str, str]] = []
+    for batch in store.error_batches(["uri", "stage", "reason"]):
+        for uri, stage, reason in zip(*(batch.column(name).to_pylist() for name in ("uri", "stage", "reason"))):
+            if listed(uri):
+                count += 1
+                by_reason[reason_group(reason)] = by_reason.get(reason_group(reason), 0) + 1
+                firsts = heapq.nsmallest(first, [*firsts, (uri, stage, reason)])
+    return {"count": count, "by_reason": dict(sorted(by_reason.items(), key=lambda item: -item[1])),
+            "first": [{"uri": uri, "stage": stage, "reason": reason} for uri, stage, reason in firsts]}
 
 
 # A pass over the videos left ends early when the cluster loses work (a node, its actors or the
@@ -136,6 +232,7 @@ def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: lis
     to the cluster as it is now, and those sizes. Its batches are the encoder's rows."""
     import ray
 
+    from ..media import stores
     from ..media.decoding import SamplingConfig
     from .batching import sources_batch
     from .decode_stage import DecodeVideos
@@ -158,6 +255,9 @@ def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: lis
     # (batch_size=None), so a call of long videos never gathers them all.
     context = ray.data.DataContext.get_current()
     block_bytes = context.target_max_block_size
+    # The decoders read objects with the driver's store settings (AWS_* and the like), on any node.
+    store_variables = stores.environment()
+    store_settings = {"runtime_env": {"env_vars": store_variables}} if store_variables else {}
     # On several nodes each pool starts whole before the first block flows: Ray Data otherwise runs
     # once one actor is up, and the first encoder to load its model can take a short job's every
     # block while its peer on the other node is still loading. The wait is no hang: the stall
@@ -172,24 +272,28 @@ def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: lis
                                 override_num_blocks=math.ceil(len(sources) / batch))
             .map_batches(DecodeVideos, fn_constructor_kwargs={"sampling": sampling, "moments": job.moments, "block_bytes": block_bytes},
                          batch_size=batch, compute=sizes.strategy("decoders"), num_cpus=sizes.decoder_cpus,
-                         batch_format="numpy", max_restarts=0)
+                         batch_format="numpy", max_restarts=0, **store_settings)
             .map_batches(EncodeClips, fn_constructor_kwargs={"settings": settings}, batch_size=None,
                          compute=sizes.strategy("encoders"), num_gpus=sizes.encoder_gpus, num_cpus=sizes.encoder_cpus,
                          batch_format="numpy", max_restarts=0)
         )
 
 
-def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source],
+def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: Iterator[list[Source]],
            progress) -> Written:
-    """Decode and encode ``todo`` with Ray Data (on the cluster of `ray job submit`, else on a local
-    Ray started here and shut down after) and write their rows, whole videos at a time, in passes
-    until every video is written or has failed."""
-    import ray
+    """Decode and encode the waves of ``todo`` with Ray Data (on the cluster of `ray job submit`,
+    else on a local Ray started here at the first wave and shut down after) and write their rows,
+    whole videos at a time, in passes until every video of a wave is written or has failed."""
+    from .progress import LoggedProgress, quiet_ray
 
-    from .progress import quiet_ray
+    first = next(todo, None)
+    if first is None:
+        return Written()
+    import ray
 
     quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
     own_ray = not ray.is_initialized()
+    tally = Tally()
     try:
         if own_ray:
             # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
@@ -206,9 +310,17 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                                  f"address, free space under {os.environ.get('RAY_TMPDIR') or '/tmp'}, and --debug "
                                  f"for Ray's traceback") from None
         cli.stop_on_sigterm()  # again: Ray's start replaced it
-        return _passes(job, config, shape, store, todo, progress)
+        tally.started = time.perf_counter()
+        with (progress or LoggedProgress)(len(first)) as shown:
+            total = 0
+            for wave in itertools.chain([first], todo):
+                total += len(wave)
+                if hasattr(shown, "grow"):
+                    shown.grow(total)  # the listing goes on: the total is what it has found so far
+                _passes(job, config, shape, store, wave, shown, tally)
+        return tally.written()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what is written stays, and a re-run goes on
-        done = getattr(stop, "written", Written())
+        done = tally.written()
         raise cli.Interrupted(getattr(stop, "signum", signal.SIGINT),
                               f"{done.videos} videos ({done.moments} moments) and {done.errors} errors are in the "
                               f"table; the same command again goes on from there") from None
@@ -218,60 +330,72 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                 ray.shutdown()  # before the interpreter's exit does it; a local Ray's processes (about 1 GB) go
 
 
-def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source],
-            progress) -> Written:
-    from .batching import WholeVideos
-    from .progress import LoggedProgress
+@dataclass
+class Tally:
+    """What the waves wrote so far (see Written)."""
 
-    videos = moments = errors = retried = 0
-    first_batch = last_batch = None
-    lost: list[str] = []
-    decoded_on: set[str] = set()
-    encoded_on: set[str] = set()
+    videos: int = 0
+    moments: int = 0
+    errors: int = 0
+    first_batch: tuple[float, int] | None = None
+    last_batch: float | None = None
+    passes: int = 0
+    retried: int = 0
+    lost: list[str] = field(default_factory=list)
+    decoded_on: set[str] = field(default_factory=set)
+    encoded_on: set[str] = field(default_factory=set)
+    started: float | None = None
+
+    def written(self) -> Written:
+        return Written(self.videos, self.moments, self.errors, self.first_batch, self.last_batch, self.passes,
+                       self.retried, tuple(self.lost), frozenset(self.decoded_on), frozenset(self.encoded_on),
+                       self.started)
+
+
+def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source],
+            shown, tally: Tally) -> None:
+    """Index one wave, in passes until each of its videos is written or has failed."""
+    from .batching import WholeVideos
+
     left = todo
-    began = time.perf_counter()
-    with (progress or LoggedProgress)(len(todo)) as shown:
-        for attempt in range(1, PASSES + 1):
-            done: set[str] = set()
-            gathered = WholeVideos()
-            try:
-                sizes, dataset = stream(job, config, shape, left)
-                for batch in watchdog.within(dataset.iter_batches(batch_size=None, batch_format="numpy"), job.stall_minutes,
-                                             partial(watchdog.why_stalled, job.stall_minutes, sizes)):
-                    whole = gathered.add(batch)
-                    if not len(whole["id"]):
-                        continue
-                    counts = write(store, whole)
-                    done.update(whole["video_id"])
-                    decoded_on.update(whole["decoded_on"])
-                    encoded_on.update(whole["encoded_on"])
-                    videos, moments, errors = videos + counts[0], moments + counts[1], errors + counts[2]
-                    last_batch = time.perf_counter()
-                    first_batch = first_batch or (last_batch, videos + errors)
-                    shown.update(*counts)
-            except KeyboardInterrupt as stop:  # for the line the command ends with
-                stop.written = Written(videos, moments, errors)
-                raise
-            except _lost_work() as failure:
-                left = [source for source in left if source.key not in done]
-                reason = f"pass {attempt} lost the work of {len(left)} videos ({type(failure).__name__})"
-                if attempt == PASSES:
-                    raise JobStopped(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
-                                     f"nodes faster than it indexes? A re-run goes on from here") from None
-                log.warning("%s: indexing them again", reason)
-                lost.append(reason)
-                retried += len(left)
-                continue
-            missing = gathered.left()
-            if missing is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
-                keys = dict(zip(missing["video_id"], missing["uri"]))
-                store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came "
-                                     "back from the encoder"} for key, uri in keys.items())
-                errors += len(keys)
-                shown.update(0, 0, len(keys))
-            break
-    return Written(videos, moments, errors, first_batch, last_batch, attempt, retried, tuple(lost),
-                   frozenset(decoded_on), frozenset(encoded_on), began)
+    for attempt in range(1, PASSES + 1):
+        tally.passes += 1
+        done: set[str] = set()
+        gathered = WholeVideos()
+        try:
+            sizes, dataset = stream(job, config, shape, left)
+            for batch in watchdog.within(dataset.iter_batches(batch_size=None, batch_format="numpy"), job.stall_minutes,
+                                         partial(watchdog.why_stalled, job.stall_minutes, sizes)):
+                whole = gathered.add(batch)
+                if not len(whole["id"]):
+                    continue
+                counts = write(store, whole)
+                done.update(whole["video_id"])
+                tally.decoded_on.update(whole["decoded_on"])
+                tally.encoded_on.update(whole["encoded_on"])
+                tally.videos, tally.moments, tally.errors = (tally.videos + counts[0], tally.moments + counts[1],
+                                                             tally.errors + counts[2])
+                tally.last_batch = time.perf_counter()
+                tally.first_batch = tally.first_batch or (tally.last_batch, tally.videos + tally.errors)
+                shown.update(*counts)
+        except _lost_work() as failure:
+            left = [source for source in left if source.key not in done]
+            reason = f"pass {attempt} lost the work of {len(left)} videos ({type(failure).__name__})"
+            if attempt == PASSES:
+                raise JobStopped(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
+                                 f"nodes faster than it indexes? A re-run goes on from here") from None
+            log.warning("%s: indexing them again", reason)
+            tally.lost.append(reason)
+            tally.retried += len(left)
+            continue
+        missing = gathered.left()
+        if missing is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
+            keys = dict(zip(missing["video_id"], missing["uri"]))
+            store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came "
+                                 "back from the encoder"} for key, uri in keys.items())
+            tally.errors += len(keys)
+            shown.update(0, 0, len(keys))
+        return
 
 
 def run(job: IndexJob, progress=None) -> dict:
@@ -312,7 +436,7 @@ def _no_space_line(db: str) -> str:
 def _run(job: IndexJob, progress) -> dict:
     from ..model.registry import ModelShape, check_encoder
     from ..model.weight_files import names_a_file
-    from .listing import list_inputs
+    from .listing import InputStream
     from .store import Store
 
     started = time.perf_counter()
@@ -327,24 +451,20 @@ def _run(job: IndexJob, progress) -> dict:
         shape = ModelShape(encoder.embed_dim, encoder.image_size[0])
         del encoder
     store = Store.open(job.db, dim=shape.embed_dim, table=job.table)
-    listing = list_inputs(list(job.inputs or sample_inputs(job).inputs))
-    sources = listing.sources
-    work = plan(store, listing, job.retry_errors)
-    todo = work.todo
-    log.info("%d videos found, %d already indexed, %d failed before (--retry-errors tries them again), %d to index; "
-             "%d inputs are not videos or cannot be read", len(sources), work.indexed, work.failed_before, len(todo),
-             len(listing.errors))
-    written = encode(job, config, shape, store, todo, progress) if todo else Written()
+    listing = InputStream(list(job.inputs or sample_inputs(job).inputs))
+    planned = Planned()
+    written = encode(job, config, shape, store, waves(store, listing, job.retry_errors, planned), progress)
     videos, moments, errors = written.videos, written.moments, written.errors
-    pruned = store.prune(listing.covers, listing.uris()) if job.prune else None
+    pruned = store.prune(listing.covers, listing.was_listed) if job.prune else None
     index = store.ensure_index()
     seconds = time.perf_counter() - started
-    failed = failures(store, listing.uris())
-    summary = {"db": job.db, "table": job.table, "found": len(sources), "already_indexed": work.indexed,
-               "failed_before": work.failed_before, "videos": videos, "moments": moments, "failed_now": errors,
+    failed = failures(store, listing.was_listed)
+    summary = {"db": job.db, "table": job.table, "found": planned.found, "already_indexed": planned.indexed,
+               "failed_before": planned.failed_before, "videos": videos, "moments": moments, "failed_now": errors,
                "errors": failed["count"],
                **({"pruned": pruned} if pruned is not None else {}),
-               **({"nodes": {"decoded_on": len(written.decoded_on), "encoded_on": len(written.encoded_on)}} if todo else {}),
+               **({"nodes": {"decoded_on": len(written.decoded_on), "encoded_on": len(written.encoded_on)}}
+                  if planned.todo else {}),
                **({"retried": {"videos": written.retried, "passes": written.passes, "why": list(written.lost)}}
                   if written.retried else {}),
                "rows_in_table": store.count(), "ann_index": index, "seconds": round(seconds, 1),

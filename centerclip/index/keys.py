@@ -17,9 +17,11 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def video_key(uri: str, size: int, mtime_ns: int) -> str:
-    """A video's id: changes when the file at ``uri`` is replaced or rewritten."""
-    return _digest("video", uri, int(size), int(mtime_ns))
+def video_key(uri: str, size: int, mtime_ns: int, tag: str = "") -> str:
+    """A video's id: changes when the file at ``uri`` is replaced or rewritten. ``tag``: an object's
+    version tag (S3's ETag), which changes with its content even within the second its
+    modification time is counted in; local files have none (and keep the ids they always had)."""
+    return _digest("video", uri, int(size), int(mtime_ns), *([tag] if tag else []))
 
 
 def moment_key(video_key: str, start: float, end: float) -> str:

@@ -10,27 +10,35 @@ that opens file URIs.
 Inside folders, globs and prefixes a file is a candidate when its extension is a video one or when
 its first bytes are the signature of a video container (so ``.ogg`` Theora, or a video without an
 extension, is not missed); files named one by one (a path, a manifest row) are always tried. The
-listing also says which uris it speaks for (``Listing.covers``): what ``--prune`` may remove.
+listing also says which uris it speaks for (``covers``): what ``--prune`` may remove.
+
+Listing streams (``InputStream.chunks``): folders are walked as the file system lists them (not
+sorted: a folder of a million files would be a million entries in memory), object-store prefixes
+come a page at a time, manifests a row at a time, and what was seen is kept as digests
+(``seen.py``), so memory stays flat in the number of inputs.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import fnmatch
 import glob
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-import pyarrow.fs
 import pyarrow.parquet as pq
 
+from ..media import stores
 from ..media.containers import SNIFF_BYTES, media_type
 from ..media.sources import path_from_uri, uri_from_path
 from .keys import video_key
+from .seen import FirstSeen, digest
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ogv",
                     ".ts", ".m2ts", ".mts", ".3gp", ".3g2", ".vob", ".mxf", ".asf")
@@ -52,35 +60,31 @@ class Source:
     metadata: str = "{}"  # JSON of the manifest's extra columns
     size: int = -1  # bytes and modification time as listed: the version the key names (-1: unknown)
     mtime_ns: int = -1
+    tag: str = ""  # an object's version tag (S3's ETag); none for local files
 
 
-def version_now(uri: str) -> tuple[int, int] | None:
-    """(size, modification time in ns) of the file behind ``uri`` now, as the listing reads them
-    (None when it cannot be read): the decode stage compares them with the listed ones."""
+def version_now(uri: str) -> tuple[int, int, str] | None:
+    """(size, modification time in ns, version tag) of the file behind ``uri`` now, as the listing
+    reads them (None when it cannot be read): the decode stage compares them with the listed ones."""
     local = path_from_uri(uri)
     try:
         if local is not None:
             status = os.stat(local)
-            return status.st_size, status.st_mtime_ns
-        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-        info = fs.get_file_info(path)
-        return (info.size or 0, info.mtime_ns or 0) if info.type == pyarrow.fs.FileType.File else None
+            return status.st_size, status.st_mtime_ns, ""
+        entry = stores.head(uri)
+        return entry.size, entry.mtime_ns, entry.tag
     except (OSError, ValueError):
         return None
 
 
 @dataclass
 class Listing:
+    """A whole listing in memory, for callers that list a few inputs (a search by a video file, the
+    tests); the indexer streams ``InputStream.chunks`` instead."""
+
     sources: list[Source] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)  # {"uri", "stage": "probe", "reason"}
-    # Predicates on uris: a folder, a glob, a prefix speaks for every uri under it. Manifests and
-    # single files speak for nothing more than what they list.
-    scopes: list[Callable[[str], bool]] = field(default_factory=list)
-    # Folders that could not be read this time: what was under them is unknown, not gone.
-    unreadable: list[Callable[[str], bool]] = field(default_factory=list)
-
-    def covers(self, uri: str) -> bool:
-        return any(scope(uri) for scope in self.scopes) and not any(folder(uri) for folder in self.unreadable)
+    covers: Callable[[str], bool] = lambda uri: False
 
     def uris(self) -> set[str]:
         return {source.uri for source in self.sources} | {error["uri"] for error in self.errors}
@@ -105,6 +109,8 @@ class _Candidate:
     key_name: str | None = None  # a manifest id, the key's stand-in for the uri
     metadata: str = "{}"
     origin: str | None = None  # the manifest row it came from (``manifest-uri#row=N``)
+    links: int = 1  # hard links to a local file: more than one, and another name may list it again
+    tag: str = ""  # an object's version tag
 
 
 def _local(path: bytes, *, named: bool, entry: os.DirEntry | None = None) -> _Candidate | dict:
@@ -135,25 +141,27 @@ def _local(path: bytes, *, named: bool, entry: os.DirEntry | None = None) -> _Ca
             return _error(uri, f"cannot read: {error.strerror}")
         if not sniff(head):
             return _error(uri, "unknown extension and not a video container" if head else "empty file")
-    return _Candidate(uri, status.st_size, status.st_mtime_ns, (status.st_dev, status.st_ino), link)
+    return _Candidate(uri, status.st_size, status.st_mtime_ns, (status.st_dev, status.st_ino), link,
+                      links=status.st_nlink)
 
 
-def _walk(folder: bytes, listing: Listing) -> Iterator[_Candidate | dict]:
-    """Every entry under a local folder, in name order, without following symlinks to folders."""
+def _walk(folder: bytes, listing: InputStream) -> Iterator[_Candidate | dict]:
+    """Every entry under a local folder, in the order the file system lists them (a folder's
+    entries are never all held at once), without following symlinks to folders."""
     try:
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
+        scan = os.scandir(folder)
     except OSError as error:
         reason = "permission denied" if isinstance(error, PermissionError) else f"cannot list: {error.strerror}"
         listing.unreadable.append(_under(folder))
         yield _error(uri_from_path(folder), reason)
         return
-    for entry in entries:
-        path = os.path.join(folder, entry.name)
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(path, listing)
-        else:
-            yield _local(path, named=False, entry=entry)
+    with scan:
+        for entry in scan:
+            path = os.path.join(folder, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(path, listing)
+            else:
+                yield _local(path, named=False, entry=entry)
 
 
 def _under(folder: bytes) -> Callable[[str], bool]:
@@ -228,47 +236,34 @@ def _manifest_candidates(path: str) -> Iterator[_Candidate | dict]:
             continue
         for found in _named(str(uri)):
             if isinstance(found, _Candidate):
-                found = _Candidate(found.uri, found.size, found.mtime_ns, found.identity, found.symlink,
-                                   f"id:{identity}" if identity else None, metadata, where)
+                found = dataclasses.replace(found, key_name=f"id:{identity}" if identity else None, metadata=metadata,
+                                            origin=where)
             yield found
 
 
-def _remote(uri: str, listing: Listing | None = None) -> Iterator[_Candidate | dict]:
-    """An object or, given the listing to add its scope to, a prefix (whose files are sniffed)."""
-    try:
-        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-        info = fs.get_file_info(path)
-        if info.type == pyarrow.fs.FileType.Directory and listing is not None:
-            prefix = uri.rstrip("/")
-            entries = sorted(fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True)), key=lambda e: e.path)
-            listing.scopes.append(lambda other: other.startswith(prefix + "/"))
-        else:
-            prefix, entries = None, [info]
-    except (OSError, ValueError) as error:  # unknown scheme, no credentials, unreachable store
-        yield _error(uri, f"cannot list: {error}")
+def _remote(uri: str, listing: InputStream | None = None) -> Iterator[_Candidate | dict]:
+    """An object or, given the listing to add its scope to, a prefix (whose objects are sniffed),
+    a page at a time. A store that cannot be listed at all (no such bucket, no credentials, an
+    unreachable endpoint) raises StoreError: nothing under it could be indexed."""
+    if listing is None or not stores.is_prefix(uri):
+        try:
+            entry = stores.head(uri)
+        except FileNotFoundError:
+            yield _error(uri, "no such file or folder")
+            return
+        yield _Candidate(entry.uri, entry.size, entry.mtime_ns, None, tag=entry.tag)
         return
-    named = prefix is None
-    for entry in entries:
-        entry_uri = f"{prefix}/{os.path.relpath(entry.path, path)}" if prefix else uri
-        if entry.type == pyarrow.fs.FileType.NotFound:
-            yield _error(entry_uri, "no such file or folder")
-        elif entry.type == pyarrow.fs.FileType.Directory:
-            if named:
-                yield _error(entry_uri, "not a regular file: folder")
-        elif entry.type != pyarrow.fs.FileType.File:
-            yield _error(entry_uri, "not a regular file")
-        elif named or entry.path.lower().endswith(VIDEO_EXTENSIONS) or _sniff_remote(fs, entry.path):
-            yield _Candidate(entry_uri, entry.size or 0, entry.mtime_ns or 0, None)
-        else:
-            yield _error(entry_uri, "unknown extension and not a video container" if entry.size else "empty file")
-
-
-def _sniff_remote(fs: pyarrow.fs.FileSystem, path: str) -> bool:
-    try:
-        with fs.open_input_stream(path) as stream:
-            return sniff(stream.read(SNIFF_BYTES))
-    except OSError:
-        return False
+    prefix = uri if uri.endswith("/") or "/" not in uri.split("://", 1)[1] else uri + "/"
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    listing.scopes.append(lambda other: other.startswith(prefix))
+    for page in stores.pages(uri):
+        for entry in page:
+            if entry.tag is None:  # listed, but not addressable by the store's client
+                yield _error(entry.uri, stores.UNADDRESSABLE)
+            elif entry.uri.lower().endswith(VIDEO_EXTENSIONS) or (entry.size and sniff(stores.read_head(entry.uri, SNIFF_BYTES))):
+                yield _Candidate(entry.uri, entry.size, entry.mtime_ns, None, tag=entry.tag)
+            else:
+                yield _error(entry.uri, "unknown extension and not a video container" if entry.size else "empty file")
 
 
 def _named(item: str) -> Iterator[_Candidate | dict]:
@@ -310,32 +305,101 @@ def _expand(item: str, listing: Listing) -> Iterator[_Candidate | dict]:
         yield from _named(local)
 
 
+CHUNK = 16_384  # sources and errors per chunk of a listing: what the indexer plans against the store at once
+CHUNK_SECONDS = 2.0  # a slow listing (a network share, a store) still hands over what it found this often
+
+
+@dataclass
+class InputStream:
+    """The inputs of a run, listed as they are read (``chunks``). Folders, globs and prefixes
+    expand recursively; manifests (.csv/.parquet/.jsonl with a ``uri`` column, optional ``id`` and
+    metadata columns) row by row; files are named alone. Sources have stable keys (from uri or id,
+    size, modification time and an object's version tag). Every entry that cannot be indexed comes
+    back as an error with stage "probe" and a reason. Two names of one local file (symlinks, hard
+    links) are one source, the first listed, the others errors; a symlink to a file inside a
+    listed folder is always the duplicate, since the file is listed under its own name."""
+
+    inputs: list[str]
+    # Predicates on uris: a folder, a glob, a prefix speaks for every uri under it. Manifests and
+    # single files speak for nothing more than what they list.
+    scopes: list[Callable[[str], bool]] = field(default_factory=list)
+    # Folders that could not be read this time: what was under them is unknown, not gone.
+    unreadable: list[Callable[[str], bool]] = field(default_factory=list)
+    listed: FirstSeen = field(default_factory=FirstSeen)  # digests of every uri listed (sources and errors)
+    done: bool = False  # every input has been listed
+
+    def covers(self, uri: str) -> bool:
+        return any(scope(uri) for scope in self.scopes) and not any(folder(uri) for folder in self.unreadable)
+
+    def was_listed(self, uri: str) -> bool:
+        return digest(uri) in self.listed
+
+    def chunks(self, size: int = CHUNK, seconds: float = CHUNK_SECONDS) -> Iterator[tuple[list[Source], list[dict]]]:
+        """(sources, errors) of at most ``size`` entries together, or of what ``seconds`` found."""
+        sources: list[Source] = []
+        errors: list[dict] = []
+        began = time.monotonic()
+        for found in self._entries():
+            (errors if isinstance(found, dict) else sources).append(found)
+            if len(sources) + len(errors) >= size or time.monotonic() - began >= seconds:
+                yield sources, errors
+                sources, errors, began = [], [], time.monotonic()
+        self.done = True
+        if sources or errors:
+            yield sources, errors
+
+    def _entries(self) -> Iterator[Source | dict]:
+        first = FirstSeen()  # digest of a file's identity (or uri) -> the manifest row it came from
+        origins: list[str] = []  # those rows' manifests
+        names: dict[int, str] = {}  # the uri first listed for a file that has other names
+
+        def described(key: int, candidate: _Candidate) -> str:
+            row = first.get(key)
+            if row is not None and row != -1:
+                return f"{origins[row >> 40]}#row={row & ((1 << 40) - 1)}"
+            if key in names:
+                return names[key]
+            if candidate.symlink:
+                return uri_from_path(os.path.realpath(os.fsencode(path_from_uri(candidate.uri))))
+            return candidate.uri
+
+        for item in self.inputs:
+            for found in _expand(item, self):
+                if isinstance(found, dict):
+                    if self.listed.add(digest(found["uri"])):
+                        yield found
+                    continue
+                key = digest(repr(found.identity) if found.identity else found.uri)
+                inside = found.symlink and found.origin is None and self.covers(described(key, found))
+                if key in first or inside:  # another name of a file listed (or to be listed) already
+                    error = None
+                    if found.origin is not None:  # a manifest line ends somewhere visible: its own error, under its row
+                        error = _error(found.origin, f"duplicate: {found.uri} is the same file as "
+                                                     f"{described(key, found)}, indexed once")
+                    elif described(key, found) != found.uri:
+                        error = _error(found.uri, f"duplicate: same file as {described(key, found)}")
+                    if error and self.listed.add(digest(error["uri"])):
+                        yield error
+                    continue
+                row = -1
+                if found.origin is not None:
+                    manifest, _, number = found.origin.rpartition("#row=")
+                    if not origins or origins[-1] != manifest:
+                        origins.append(manifest)
+                    row = ((len(origins) - 1) << 40) | int(number)
+                first.add(key, row)
+                if found.symlink or found.links > 1:
+                    names[key] = found.uri
+                self.listed.add(digest(found.uri))
+                yield Source(found.uri, video_key(found.key_name or found.uri, found.size, found.mtime_ns, found.tag),
+                             found.metadata, found.size, found.mtime_ns, found.tag)
+
+
 def list_inputs(inputs: list[str]) -> Listing:
-    """Expand folders (recursively), globs, manifests (.csv/.parquet/.jsonl with a ``uri`` column,
-    optional ``id`` and metadata columns), object-store prefixes and single files into sources with
-    stable keys (from uri or id, size and modification time). Every entry that cannot be indexed
-    comes back as an error with stage "probe" and a reason; two names of one local file (symlinks,
-    hard links) are one source, preferring a name that is not a symlink, the others errors."""
-    listing = Listing()
-    candidates: list[_Candidate] = []
-    for item in inputs:
-        for found in _expand(item, listing):
-            (listing.errors.append if isinstance(found, dict) else candidates.append)(found)
-    chosen: dict[Any, _Candidate] = {}
-    for candidate in sorted(candidates, key=lambda c: c.symlink):  # stable: keeps the listing order
-        first = chosen.setdefault(candidate.identity or candidate.uri, candidate)
-        if first is candidate:
-            continue
-        if candidate.origin is not None:  # a manifest line ends somewhere visible: its own error, under its row
-            listing.errors.append(_error(candidate.origin, f"duplicate: {candidate.uri} is the same file as "
-                                                           f"{first.origin or first.uri}, indexed once"))
-        elif first.uri != candidate.uri:
-            listing.errors.append(_error(candidate.uri, f"duplicate: same file as {first.uri}"))
-    order = {id(candidate): rank for rank, candidate in enumerate(candidates)}
-    for candidate in sorted(chosen.values(), key=lambda c: order[id(c)]):
-        listing.sources.append(Source(candidate.uri, video_key(candidate.key_name or candidate.uri, candidate.size,
-                                                               candidate.mtime_ns), candidate.metadata,
-                                      candidate.size, candidate.mtime_ns))
-    listed = {source.uri for source in listing.sources}
-    listing.errors = list({error["uri"]: error for error in listing.errors if error["uri"] not in listed}.values())
+    """The whole listing of ``inputs`` in memory (see InputStream): for a few inputs."""
+    stream = InputStream(list(inputs))
+    listing = Listing(covers=stream.covers)
+    for sources, errors in stream.chunks():
+        listing.sources += sources
+        listing.errors += errors
     return listing

@@ -2,7 +2,8 @@
 libraries' notices kept out of the way, and a summary in words.
 
 Progress objects are context managers with ``update(videos, moments, errors)`` (counts of one
-written batch), built as ``progress(total)`` by pipelines/index.py's run().
+written batch), built as ``progress(total)`` by pipelines/index.py's run(), and optionally
+``grow(total)``: the listing goes on while the first videos are indexed, so the total grows.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class LoggedProgress:
         if self.every:
             self._log()
 
+    def grow(self, total: int) -> None:
+        """The listing found more: ``total`` videos to index so far."""
+        self.total = total
+
     def update(self, videos: int, moments: int, errors: int) -> None:
         self.videos, self.moments, self.errors = self.videos + videos, self.moments + moments, self.errors + errors
         if time.perf_counter() - self.logged >= self.every:
@@ -78,6 +83,15 @@ class IndexProgress:
                                        "[{elapsed}<{remaining}, {rate_noinv_fmt} since indexing began]{postfix}")
             self.bar.set_postfix_str("0 moments, 0 failed")
         return self
+
+    def grow(self, total: int) -> None:
+        """The listing found more: ``total`` videos to index so far."""
+        self.total = total
+        if self.bar is None:
+            self.lines.grow(total)
+        else:
+            self.bar.total = total
+            self.bar.refresh()
 
     def update(self, videos: int, moments: int, errors: int) -> None:
         if self.bar is None:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from lancedb.expr import Expr, col, lit
 from lancedb.index import BTree, IvfRq
 
+from ..media import stores
 from .keys import check_keys
 from .schema import ERROR_STAGES, ERRORS_SCHEMA, KINDS, THUMBNAIL, embeddings_schema
 
@@ -94,7 +95,9 @@ class Store:
         if dim is None and "://" not in uri and not os.path.isdir(uri):  # opening to read creates nothing
             raise FileNotFoundError(f"no database at {uri}: index videos into it first "
                                     f"(python pipelines/index.py VIDEOS --db {uri}), or pass the --db that was indexed")
-        db = lancedb.connect(uri, read_consistency_interval=read_consistency)
+        if stores.is_object(uri):
+            stores.check_db(uri)  # no such bucket, no credentials, no endpoint: one line, not LanceDB's
+        db = lancedb.connect(uri, read_consistency_interval=read_consistency, storage_options=stores.lance_options(uri) or None)
         try:
             videos = db.open_table(table)
         except ValueError:
@@ -210,9 +213,23 @@ class Store:
     def errors(self) -> pa.Table:
         return self.errors_table.to_arrow()
 
-    def failed_keys(self) -> dict[str, str | None]:
-        """uri -> the key of the version that failed (None: failed before it had a key)."""
-        errors = self.errors_table.to_arrow().select(["uri", "key"])
+    def error_batches(self, columns: list[str], rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The errors table's ``columns``, a batch at a time."""
+        if self.errors_table.count_rows():
+            yield from self.errors_table.search().select(columns).limit(None).to_batches(rows)
+
+    def failed_keys(self, uris: Iterable[str] | None = None, chunk: int = IN_CHUNK) -> dict[str, str | None]:
+        """uri -> the key of the version that failed (None: failed before it had a key), of
+        ``uris`` (None: of every failed input)."""
+        if uris is None:
+            errors = self.errors_table.to_arrow().select(["uri", "key"])
+        else:
+            uris = set(uris)
+            if not uris or not self.errors_table.count_rows():
+                return {}
+            parts = [self.errors_table.search().where(condition).select(["uri", "key"]).limit(None).to_arrow()
+                     for condition in _isin_chunks("uri", uris, chunk)]
+            errors = pa.concat_tables(parts)
         return dict(zip(errors.column("uri").to_pylist(), errors.column("key").to_pylist()))
 
     def reconcile(self) -> int:
@@ -238,12 +255,18 @@ class Store:
             deleted += retry_conflicts(lambda: self.videos.delete(condition)).num_deleted_rows
         return deleted
 
-    def prune(self, covers: Callable[[str], bool], keep: set[str]) -> dict[str, int]:
-        """Remove the rows and error rows of uris that ``covers`` speaks for and ``keep`` lacks: the
-        files a listing no longer finds. Returns how many videos, rows and error rows went."""
-        listed = self.videos.search().where(col("kind") == lit("video")).select(["uri"]).limit(None).to_arrow()
-        gone_videos = {uri for uri in listed.column("uri").to_pylist() if uri not in keep and covers(uri)}
-        gone_errors = {uri for uri in self.failed_keys() if uri not in keep and covers(uri)}
+    def prune(self, covers: Callable[[str], bool], keep: Callable[[str], bool] | set[str]) -> dict[str, int]:
+        """Remove the rows and error rows of uris that ``covers`` speaks for and ``keep`` does not
+        (a predicate, or a set): the files a listing no longer finds. The table's uris are read a
+        batch at a time. Returns how many videos, rows and error rows went."""
+        kept = keep.__contains__ if isinstance(keep, set) else keep
+        gone_videos: set[str] = set()
+        if self.count():
+            videos = self.videos.search().where(col("kind") == lit("video")).select(["uri"]).limit(None)
+            for batch in videos.to_batches(65_536):
+                gone_videos.update(uri for uri in batch.column("uri").to_pylist() if not kept(uri) and covers(uri))
+        gone_errors = {uri for batch in self.error_batches(["uri"]) for uri in batch.column("uri").to_pylist()
+                       if not kept(uri) and covers(uri)}
         rows = self._delete_rows(gone_videos)
         self._clear_errors(gone_errors)
         return {"videos": len(gone_videos), "rows": rows, "errors": len(gone_errors)}

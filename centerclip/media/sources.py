@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pyarrow.fs
 
+from . import stores
+
 
 class VideoDecodeError(Exception):
     """A video that cannot be used; ``reason`` is short and specific (e.g. "empty file")."""
@@ -93,6 +95,10 @@ def display_name(uri: str) -> str:
 def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: int) -> Iterator[str]:
     if filesystem is None and path_from_uri(path) is not None:
         path = path_from_uri(path)
+    if filesystem is None and stores.is_object(path):  # s3://, gs://, az://: keys taken as they are
+        with _object_copy(path, max_bytes) as local:
+            yield local
+        return
     try:
         if filesystem is None and _URI.match(path):
             filesystem, path = pyarrow.fs.FileSystem.from_uri(path)
@@ -111,15 +117,41 @@ def _local_copy(path: str, filesystem: pyarrow.fs.FileSystem | None, max_bytes: 
     if info.type != pyarrow.fs.FileType.File:
         raise VideoDecodeError(path, "not a regular file")
     _check_size(path, info.size, max_bytes)
-    with tempfile.NamedTemporaryFile(suffix=PurePosixPath(path).suffix) as copy:
-        with filesystem.open_input_stream(path) as source:
-            copied = 0
-            while chunk := source.read(1 << 22):
-                copied += len(chunk)
-                _check_size(path, copied, max_bytes)  # the listing may be stale
-                copy.write(chunk)
+    with filesystem.open_input_stream(path) as source:
+        with _copied(path, source, max_bytes) as local:
+            yield local
+
+
+@contextmanager
+def _object_copy(uri: str, max_bytes: int) -> Iterator[str]:
+    try:
+        _check_size(uri, stores.head(uri).size, max_bytes)
+        reader = stores.open_reader(uri)
+    except FileNotFoundError:
+        raise VideoDecodeError(uri, "no such file") from None
+    except stores.StoreError as error:
+        raise VideoDecodeError(uri, f"cannot open: {error}") from None
+    with reader, _copied(uri, reader, max_bytes) as local:
+        yield local
+
+
+@contextmanager
+def _copied(path: str, source, max_bytes: int) -> Iterator[str]:
+    """A temporary local copy of what ``source`` reads, at most ``max_bytes`` (the listing may be stale)."""
+    with tempfile.NamedTemporaryFile(suffix=_suffix(path)) as copy:
+        copied = 0
+        while chunk := source.read(1 << 22):
+            copied += len(chunk)
+            _check_size(path, copied, max_bytes)
+            copy.write(chunk)
         copy.flush()
         yield copy.name
+
+
+def _suffix(path: str) -> str:
+    """The name's extension, when it is a plain one: the decoders' guess of the format may use it."""
+    suffix = PurePosixPath(path).suffix
+    return suffix if suffix.isascii() and suffix[1:].isalnum() else ""
 
 
 @contextmanager

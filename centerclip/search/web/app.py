@@ -28,6 +28,7 @@ from ...index.keys import KEY_PATTERN
 from ...index.schema import KINDS, THUMBNAIL
 from ...index.store import Store
 from ...media.sources import display_name
+from ...media.stores import StoreError
 from ...media.thumbnails import placeholder
 from .access import host_of, is_loopback
 from .media import media_response, open_uri, sniffed_type
@@ -211,7 +212,9 @@ def create_app(store: Store, embed: Callable[[str], Awaitable[np.ndarray]], *, t
         try:
             found = await run_in_threadpool(open_uri, row["uri"])
             kind = await run_in_threadpool(sniffed_type, row["uri"], found)
-        except OSError:  # gone (FileNotFoundError), unreadable, or the store cannot be reached
+        except StoreError as error:  # the store is there but will not serve it (credentials, endpoint)
+            raise HTTPException(502, f"the store could not serve the file: {error}") from None
+        except OSError:  # gone (FileNotFoundError) or unreadable
             raise HTTPException(404, "the indexed file is no longer there; re-index to update the table") from None
         return media_response(found, kind, request.headers, {"Cache-Control": "private, max-age=3600"})
 

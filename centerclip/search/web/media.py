@@ -1,4 +1,4 @@
-"""Serving an indexed file over HTTP, from local disk or any object store pyarrow.fs opens.
+"""Serving an indexed file over HTTP, from local disk or an object store (``media/stores.py``).
 
 Starlette's FileResponse does the HTTP: byte ranges (what a <video> element sends to start part-way
 and to seek), If-Range, HEAD, ETag and Last-Modified; Starlette's StaticFiles decides 304s. What is
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import anyio
-import pyarrow.fs
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from ...media import stores
 from ...media.containers import SNIFF_BYTES, media_type
 from ...media.sources import display_name, path_from_uri
 
@@ -46,19 +46,18 @@ class MediaFile:
 def open_uri(uri: str) -> MediaFile:
     """The indexed file behind a stored uri; FileNotFoundError when it is gone or not a file.
     Local files are opened with ``open``, whatever their names' bytes: a name that is not UTF-8 is
-    stored as a percent-encoded ``file://`` uri (``path_from_uri``), which pyarrow cannot open."""
+    stored as a percent-encoded ``file://`` uri (``path_from_uri``). Objects are read by key, with
+    ranged GETs, as ``stores`` takes them."""
     local = path_from_uri(uri)
     if local is not None:
         info = os.stat(local)  # FileNotFoundError (an OSError) when it is gone
         if not stat.S_ISREG(info.st_mode):
             raise FileNotFoundError(uri)
         return MediaFile(functools.partial(open, local, "rb"), info.st_size, info.st_mtime, display_name(uri))
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    info = filesystem.get_file_info(path)
-    if info.type != pyarrow.fs.FileType.File:
-        raise FileNotFoundError(uri)
-    modified = info.mtime.timestamp() if info.mtime else 0.0
-    return MediaFile(functools.partial(filesystem.open_input_file, path), info.size, modified, display_name(uri))
+    if not stores.is_object(uri):
+        raise FileNotFoundError(f"{uri}: not a file or object this service reads")
+    entry = stores.head(uri)  # FileNotFoundError when it is gone, StoreError when the store will not say
+    return MediaFile(functools.partial(stores.open_reader, uri), entry.size, entry.mtime_ns / 1e9, display_name(uri))
 
 
 _TYPES: dict[tuple[str, int, float], str] = {}  # (uri, size, modified) -> media type
