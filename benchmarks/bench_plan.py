@@ -34,7 +34,7 @@ def timed_plans(store: Store, listing: Listing, repeats: int, label: str) -> flo
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        work = plan(store, listing, retry_errors=False)
+        work = plan(store, listing.sources, [], retry_errors=False)
         times.append(time.perf_counter() - start)
         if work.todo or work.indexed != len(listing.sources):
             sys.exit(f"plan found {len(work.todo)} to do and {work.indexed} indexed, not 0 and {len(listing.sources)}")

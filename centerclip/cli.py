@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 DEBUG_ENV = "CENTERCLIP_DEBUG"
 USAGE_STATUS = 2  # argparse's status for a bad command line; ours for any bad input
@@ -33,7 +33,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum, self.done = signum, done
 
 
+_received: list[int] = []  # the stop signals this process was sent
+
+
 def _terminated(signum, frame):
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -164,6 +168,8 @@ def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = 
     try:
         return main(argv)
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        if _received:  # or a stop signal reached the processes of the run first: say it was that
+            _stopped_line(prog, _received[-1], "", argv)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(1) from None
     except JobStopped as error:
@@ -179,20 +185,29 @@ def run(main: Callable[[Sequence[str] | None], T], argv: Sequence[str] | None = 
     except KeyboardInterrupt as stop:
         if debug:
             raise
-        signum, done = getattr(stop, "signum", signal.SIGINT), getattr(stop, "done", "")
-        by = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        print(f"{prog}: stopped by {by}" + (f": {done}" if done else ""), file=sys.stderr)
-        if argv is None:  # a program, not a caller in Python: nothing is left to finish
-            # What was written is committed and the engine shut its Ray down. The interpreter's
-            # own teardown is skipped: threads Ray leaves behind after an interrupt (Ray Data's
-            # prefetcher) crashed it now and then as modules unloaded (SIGSEGV, after this line).
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signum)
-        raise SystemExit(128 + signum) from None
+        _stopped_line(prog, getattr(stop, "signum", signal.SIGINT), getattr(stop, "done", ""), argv)
     finally:
         if terminate is not None:
             signal.signal(signal.SIGTERM, terminate)
+
+
+def _stopped_line(prog: str, signum: int, done: str, argv: Sequence[str] | None) -> NoReturn:
+    by = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    line = f"{prog}: stopped by {by}" + (f": {done}" if done else "") + "\n"
+    if argv is None:  # a program, not a caller in Python: nothing is left to finish
+        # What was written is committed and the engine shut its Ray down. The interpreter's
+        # own teardown is skipped: threads Ray leaves behind after an interrupt (Ray Data's
+        # prefetcher) crashed it now and then as modules unloaded (SIGSEGV, after this line).
+        # The line goes straight to the descriptor: whatever Python's stderr object went through.
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+        with contextlib.suppress(OSError):
+            sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode("utf-8", "replace"))
+        os._exit(128 + signum)
+    print(line, end="", file=sys.stderr)
+    raise SystemExit(128 + signum) from None
 
 
 class Drop(logging.Filter):

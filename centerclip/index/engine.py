@@ -442,9 +442,10 @@ def _run(job: IndexJob, progress) -> dict:
     started = time.perf_counter()
     config = job.encoder_config().resolved()
     shape = check_encoder(config)  # a bad model, weights file or schedule fails here, before anything is created
-    if shape is None or (config.pretrained and names_a_file(config.pretrained)):
+    if shape is None or (job.pretrained and names_a_file(job.pretrained)):
         # Built once here, with the loader the encoder actors use: a pickle, a truncated file or
-        # another model's weights are one line now, not actor deaths once Ray has started.
+        # another model's weights of the user's are one line now, not actor deaths once Ray has
+        # started. The built-in weights ship with the project: a run with them loads no torch here.
         from ..model.encoder import VideoEncoder
 
         encoder = VideoEncoder.create(config)
