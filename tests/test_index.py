@@ -232,6 +232,18 @@ def test_a_long_video_is_decoded_once_for_the_whole_clip_and_its_moments(corpus)
     assert frames.shape == (4, 4, 32, 32, 3) and starts == [None, 0.0, 10.0, 20.0] and ends == [None, 10.0, 20.0, 25.0]
 
 
+def test_a_db_inside_the_listed_folder_is_not_an_input(ray_session, synthetic_small, tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for video in sorted((synthetic_small / "videos").glob("*.mp4"))[:2]:
+        shutil.copy(video, folder / video.name)
+    job = IndexJob(inputs=(str(folder),), db=str(folder / "index.lancedb"), model="centerclip-test", frames=4)
+    first = engine.run(job)
+    assert (first["found"], first["videos"], first["errors"]) == (2, 2, 0)
+    again = engine.run(job)  # the db's files, written by the first run, are not listed as failed inputs
+    assert (again["found"], again["already_indexed"], again["errors"]) == (2, 2, 0)
+
+
 def test_a_file_that_changes_while_it_is_indexed_is_tried_again_next_run(ray_session, corpus, tmp_path):
     from centerclip.index.batching import sources_batch
     from centerclip.index.decode_stage import DecodeVideos

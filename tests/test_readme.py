@@ -53,6 +53,7 @@ CHECKS = {
     ("ray",): CLUSTER,  # ray up / dashboard / get-auth-token
     ("cp",): CLUSTER,  # copies what the training command before it wrote
     ("chmod",): CLUSTER,  # the token file `ray get-auth-token` writes on the user's machine
+    ("export",): CLUSTER,  # the user's own cloud credentials (tests/test_object_store.py sets moto's)
 }
 # Smaller runs of the same commands, where the example's size only costs time.
 SMALLER = {"pipelines/index.py": ["--sample-videos", "8"]}

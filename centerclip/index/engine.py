@@ -433,6 +433,15 @@ def _no_space_line(db: str) -> str:
             f"the table's index): free space and run the same command again; what is written is kept")
 
 
+def _db_prefix(db: str) -> str:
+    """The prefix of the db's own files as the listing names them (a db inside a listed folder or
+    prefix is not an input)."""
+    from ..media.sources import path_from_uri, uri_from_path
+
+    local = path_from_uri(db)
+    return (db if local is None else uri_from_path(os.path.abspath(local))).rstrip("/") + "/"
+
+
 def _run(job: IndexJob, progress) -> dict:
     from ..model.registry import ModelShape, check_encoder
     from ..model.weight_files import names_a_file
@@ -452,7 +461,7 @@ def _run(job: IndexJob, progress) -> dict:
         shape = ModelShape(encoder.embed_dim, encoder.image_size[0])
         del encoder
     store = Store.open(job.db, dim=shape.embed_dim, table=job.table)
-    listing = InputStream(list(job.inputs or sample_inputs(job).inputs))
+    listing = InputStream(list(job.inputs or sample_inputs(job).inputs), exclude=_db_prefix(job.db))
     planned = Planned()
     written = encode(job, config, shape, store, waves(store, listing, job.retry_errors, planned), progress)
     videos, moments, errors = written.videos, written.moments, written.errors

@@ -327,6 +327,8 @@ class InputStream:
     unreadable: list[Callable[[str], bool]] = field(default_factory=list)
     listed: FirstSeen = field(default_factory=FirstSeen)  # digests of every uri listed (sources and errors)
     done: bool = False  # every input has been listed
+    # Uris under this prefix are not inputs: the db's own files, when it lives among the videos.
+    exclude: str | None = None
 
     def covers(self, uri: str) -> bool:
         return any(scope(uri) for scope in self.scopes) and not any(folder(uri) for folder in self.unreadable)
@@ -365,6 +367,8 @@ class InputStream:
 
         for item in self.inputs:
             for found in _expand(item, self):
+                if self.exclude and (found["uri"] if isinstance(found, dict) else found.uri).startswith(self.exclude):
+                    continue
                 if isinstance(found, dict):
                     if self.listed.add(digest(found["uri"])):
                         yield found
