@@ -188,6 +188,11 @@ def main() -> None:
         runs = results["sizes"][label(count)]["runs"]
         return max(case["peak_rss_mib"] for kind in runs.values() for case in kind.values())
 
+    for kind in ("folder", "manifest"):
+        for case in ("empty", "indexed"):
+            grew = (results["sizes"][label(large)]["runs"][kind][case]["peak_rss_mib"]
+                    - results["sizes"][label(small)]["runs"][kind][case]["peak_rss_mib"])
+            print(f"{kind}, {case} store: peak RSS grew {grew:.0f} MiB from {label(small)} to {label(large)} inputs")
     first = max(kind["empty"]["first_row_s"] for kind in results["sizes"][label(large)]["runs"].values())
     print(f"driver: peak RSS {label(small)}={peak(small):.0f} MiB {label(large)}={peak(large):.0f} MiB, "
           f"growth={peak(large) - peak(small):.0f} MiB per {label(large - small)} inputs, first row after {first:.1f} s")

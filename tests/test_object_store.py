@@ -20,7 +20,7 @@ from centerclip.index import engine as indexing
 from centerclip.index.job import IndexJob
 from centerclip.index.store import Store
 from centerclip.search.searcher import Searcher
-from tests.serving import free_port, get, running
+from tests.serving import free_port, get, running, search
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys that URL syntax would break: a space, non-ASCII, %, #, +, =, ?, nested prefixes.
@@ -121,7 +121,10 @@ def test_an_s3_library_of_odd_keys_is_indexed_searched_served_and_pruned(ray_ses
         assert (status, headers["content-type"], whole) == (200, "video/mp4", body)
         status, headers, part = get(base, media, {"Range": "bytes=100-199"})
         assert (status, part, headers["content-range"]) == (206, body[100:200], f"bytes 100-199/{len(body)}")
-        assert get(base, media, method="HEAD")[:2][0] == 200
+        assert get(base, media, method="HEAD")[0] == 200
+        # The API takes a uri back as it gave it: only that file's rows.
+        [hit] = search(base, "anything", uri=hash_key)
+        assert (hit["uri"], hit["name"], hit["video_id"]) == (hash_key, "hash#1.mp4", rows[hash_key]["id"])
 
     # The store changes: one object deleted, one rewritten with another video, one added.
     s3.delete_object(Bucket="library", Key="100% real.mp4")

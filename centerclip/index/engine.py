@@ -116,6 +116,10 @@ class Planned:
 # against minutes of work at this size. The first wave starts early, so a first row comes soon.
 WAVE = 16_384
 FIRST_WAVE_S = 5.0
+# The driver looks each chunk's keys up in the key indexes (BTREE) once: LanceDB's default cache
+# would keep every index page a run touched (about 75 MiB per million keys, measured); with this
+# bound the driver stays flat, and lookups were as fast (1M keys in chunks: 14.5 s, against 13.5).
+PLAN_INDEX_CACHE = 32 << 20
 
 
 def waves(store: Store, stream: InputStream, retry_errors: bool, planned: Planned, size: int = WAVE,
@@ -460,7 +464,7 @@ def _run(job: IndexJob, progress) -> dict:
         encoder = VideoEncoder.create(config)
         shape = ModelShape(encoder.embed_dim, encoder.image_size[0])
         del encoder
-    store = Store.open(job.db, dim=shape.embed_dim, table=job.table)
+    store = Store.open(job.db, dim=shape.embed_dim, table=job.table, index_cache_bytes=PLAN_INDEX_CACHE)
     listing = InputStream(list(job.inputs or sample_inputs(job).inputs), exclude=_db_prefix(job.db))
     planned = Planned()
     written = encode(job, config, shape, store, waves(store, listing, job.retry_errors, planned), progress)

@@ -325,7 +325,8 @@ class InputStream:
     scopes: list[Callable[[str], bool]] = field(default_factory=list)
     # Folders that could not be read this time: what was under them is unknown, not gone.
     unreadable: list[Callable[[str], bool]] = field(default_factory=list)
-    listed: FirstSeen = field(default_factory=FirstSeen)  # digests of every uri listed (sources and errors)
+    # Digests of every uri listed (sources and errors): 8 bytes an input.
+    listed: FirstSeen = field(default_factory=lambda: FirstSeen(values=False))
     done: bool = False  # every input has been listed
     # Uris under this prefix are not inputs: the db's own files, when it lives among the videos.
     exclude: str | None = None
@@ -375,7 +376,10 @@ class InputStream:
                     continue
                 key = digest(repr(found.identity) if found.identity else found.uri)
                 inside = found.symlink and found.origin is None and self.covers(described(key, found))
-                if key in first or inside:  # another name of a file listed (or to be listed) already
+                # A walked file with one name, not a symlink, is kept by its uri alone (in listed):
+                # another name of it can only be a symlink (kept by identity) or the same path again.
+                plain = found.identity is not None and not found.symlink and found.links == 1 and found.origin is None
+                if key in first or inside or self.was_listed(found.uri):  # listed (or to be listed) already
                     error = None
                     if found.origin is not None:  # a manifest line ends somewhere visible: its own error, under its row
                         error = _error(found.origin, f"duplicate: {found.uri} is the same file as "
@@ -391,7 +395,8 @@ class InputStream:
                     if not origins or origins[-1] != manifest:
                         origins.append(manifest)
                     row = ((len(origins) - 1) << 40) | int(number)
-                first.add(key, row)
+                if not plain:
+                    first.add(key, row)
                 if found.symlink or found.links > 1:
                     names[key] = found.uri
                 self.listed.add(digest(found.uri))

@@ -14,6 +14,7 @@ import hashlib
 import numpy as np
 
 NO_VALUE = -1
+_NONE = np.zeros(0, np.int64)  # the values of a level of a FirstSeen without values
 
 
 def digest(name: str | bytes) -> int:
@@ -22,10 +23,12 @@ def digest(name: str | bytes) -> int:
 
 
 class FirstSeen:
-    """Digests seen so far, each with the value it was first added with."""
+    """Digests seen so far, each with the value it was first added with (``values=False``: a set,
+    8 bytes a member)."""
 
-    def __init__(self, recent: int = 1 << 16):
+    def __init__(self, recent: int = 1 << 16, values: bool = True):
         self.recent_limit = recent
+        self.values = values
         self.recent: dict[int, int] = {}
         self.levels: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted digests, their values), largest first
         self.count = 0
@@ -44,7 +47,7 @@ class FirstSeen:
         for keys, values in self.levels:
             at = int(np.searchsorted(keys, probe))
             if at < len(keys) and keys[at] == probe:
-                return int(values[at])
+                return int(values[at]) if self.values else NO_VALUE
         return None
 
     def add(self, key: int, value: int = NO_VALUE) -> bool:
@@ -59,12 +62,13 @@ class FirstSeen:
 
     def _flush(self) -> None:
         keys = np.fromiter(self.recent.keys(), np.uint64, len(self.recent))
-        values = np.fromiter(self.recent.values(), np.int64, len(self.recent))
+        values = np.fromiter(self.recent.values(), np.int64, len(self.recent)) if self.values else _NONE
         self.recent = {}
         order = np.argsort(keys, kind="stable")
-        self.levels.append((keys[order], values[order]))
+        self.levels.append((keys[order], values[order] if self.values else _NONE))
         while len(self.levels) >= 2 and len(self.levels[-2][0]) <= 2 * len(self.levels[-1][0]):
             (upper_keys, upper_values), (lower_keys, lower_values) = self.levels.pop(), self.levels.pop()
-            keys, values = np.concatenate([lower_keys, upper_keys]), np.concatenate([lower_values, upper_values])
+            keys = np.concatenate([lower_keys, upper_keys])
             order = np.argsort(keys, kind="stable")
-            self.levels.append((keys[order], values[order]))
+            values = np.concatenate([lower_values, upper_values])[order] if self.values else _NONE
+            self.levels.append((keys[order], values))

@@ -89,15 +89,19 @@ class Store:
     @classmethod
     def open(cls, uri: str, *, dim: int | None = None, table: str = "videos",
              index: IndexConfig = IndexConfig(),
-             read_consistency: timedelta = timedelta(0)) -> Store:
+             read_consistency: timedelta = timedelta(0), index_cache_bytes: int | None = None) -> Store:
         """Open (or, given ``dim``, create) the tables. ``read_consistency`` is how stale a read may
-        be: 0 makes every query see rows other processes committed, at one manifest check each."""
+        be: 0 makes every query see rows other processes committed, at one manifest check each.
+        ``index_cache_bytes`` bounds LanceDB's cache of index pages (default: LanceDB's own, GBs),
+        which a lookup of every key of a large table would otherwise fill with all of them."""
         if dim is None and "://" not in uri and not os.path.isdir(uri):  # opening to read creates nothing
             raise FileNotFoundError(f"no database at {uri}: index videos into it first "
                                     f"(python pipelines/index.py VIDEOS --db {uri}), or pass the --db that was indexed")
         if stores.is_object(uri):
             stores.check_db(uri)  # no such bucket, no credentials, no endpoint: one line, not LanceDB's
-        db = lancedb.connect(uri, read_consistency_interval=read_consistency, storage_options=stores.lance_options(uri) or None)
+        session = None if index_cache_bytes is None else lancedb.Session(index_cache_size_bytes=index_cache_bytes)
+        db = lancedb.connect(uri, read_consistency_interval=read_consistency, storage_options=stores.lance_options(uri) or None,
+                             session=session)
         try:
             videos = db.open_table(table)
         except ValueError:

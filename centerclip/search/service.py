@@ -20,6 +20,7 @@ import ray
 from ray import serve
 
 from ..index.store import Store
+from ..media import stores
 from ..media.sources import path_from_uri
 from ..model.registry import DEFAULT_MODEL, EncoderConfig, check_encoder
 from .ingress import INGRESSES, haproxy_environment
@@ -115,8 +116,10 @@ def application(config: ServeConfig) -> serve.Application:
         gpus = 0.25 if ray.is_initialized() and ray.cluster_resources().get("GPU") else 0.0
     scaling = {"min_replicas": config.min_replicas, "max_replicas": config.max_replicas,
                "initial_replicas": config.min_replicas, "target_ongoing_requests": 8}
-    service = SearchService.options(autoscaling_config=scaling,
-                                    ray_actor_options={"num_cpus": config.cpus, "num_gpus": gpus})
+    options = {"num_cpus": config.cpus, "num_gpus": gpus}
+    if stores.environment():  # the replicas read the db and the media with the caller's store settings
+        options["runtime_env"] = {"env_vars": stores.environment()}
+    service = SearchService.options(autoscaling_config=scaling, ray_actor_options=options)
     return service.bind(absolute(config.db), config.table, config.refresh, token_from_env(config.token),
                         config.model, config.pretrained)
 

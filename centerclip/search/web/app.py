@@ -84,7 +84,13 @@ def _where(request: Request) -> dict[str, str]:
     kind = request.query_params.get("kind", "")
     if kind and kind not in KINDS:
         raise BadRequest(f"kind must be one of {', '.join(KINDS)} (or absent for both), got {kind[:20]!r}")
-    return {"kind": kind} if kind else {}
+    where = {"kind": kind} if kind else {}
+    uri = request.query_params.get("uri", "")
+    if uri:  # one file's rows: the uri exactly as the API returned it (an object's key as the store holds it)
+        if len(uri) > 4096:
+            raise BadRequest("uri is longer than 4,096 characters")
+        where["uri"] = uri
+    return where
 
 
 class Guard:
