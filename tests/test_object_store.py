@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Keys that URL syntax would break: a space, non-ASCII, %, #, +, =, ?, nested prefixes.
 ODD_KEYS = ["Holiday 2019/Café.mp4", "100% real.mp4", "lib/hash#1.mp4", "a+b=c.mp4", "what?.mp4", "日本/動画.mp4",
             "deep/er/still/x=1&y=2.mp4"]
+# Keys S3 holds that object_store (the client of obstore and LanceDB) cannot address.
+UNADDRESSABLE = ["twice//slash.mp4", "../up.mp4"]
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 JOB = {"model": "centerclip-test", "frames": 4, "batch_size": 4}
 
@@ -92,15 +94,19 @@ def test_an_s3_library_of_odd_keys_is_indexed_searched_served_and_pruned(ray_ses
     s3.put_object(Bucket="library", Key="lib/hash", Body=videos[7].read_bytes())  # what "#1.mp4" cut off would name
     s3.put_object(Bucket="library", Key="notes.txt", Body=b"not a video")
     s3.put_object(Bucket="library", Key="broken.mp4", Body=b"\x00\x00\x00\x18ftypmp42 but nothing after")
+    for key in UNADDRESSABLE:
+        s3.put_object(Bucket="library", Key=key, Body=videos[0].read_bytes())
     db = "s3://index/centerclip db"
     summary = indexing.run(IndexJob(inputs=("s3://library/",), db=db, **JOB))
-    assert summary["videos"] == len(ODD_KEYS) + 1 and summary["errors"] == 2, summary
+    assert summary["videos"] == len(ODD_KEYS) + 1 and summary["errors"] == 2 + len(UNADDRESSABLE), summary
 
     rows, errors = state(db)
-    every = {f"s3://library/{key}" for key in [*ODD_KEYS, "lib/hash", "notes.txt", "broken.mp4"]}
+    every = {f"s3://library/{key}" for key in [*ODD_KEYS, "lib/hash", "notes.txt", "broken.mp4", *UNADDRESSABLE]}
     assert set(rows) | set(errors) == every and not set(rows) & set(errors)  # each key once, stored as S3 holds it
     assert errors["s3://library/notes.txt"]["reason"] == "unknown extension and not a video container"
     assert errors["s3://library/broken.mp4"]["stage"] == "decode"
+    assert all(errors[f"s3://library/{key}"]["reason"].startswith("its key has an empty, '.' or '..' part")
+               for key in UNADDRESSABLE)
 
     store = Store.open(db)
     searcher = Searcher(store, None)

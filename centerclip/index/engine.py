@@ -88,9 +88,12 @@ def plan(store: Store, sources: list[Source], errors: list[dict], retry_errors: 
     key indexes), so a re-run over millions of indexed videos never reads them all at once."""
     store.record_errors(errors)  # probe failures; their uris lose any rows
     generations = store.video_ids(source.uri for source in sources)
-    indexed = {source.key for source in sources if source.key in generations.get(source.uri, ())}
-    # Rows indexed before thumbnails existed are indexed again, and so gain one.
-    indexed = store.indexed_keys(indexed, with_thumbnail=True)
+    # Rows indexed before thumbnails existed are indexed again, and so gain one. Looked up by uri
+    # again, not by id: a chunk's uris are neighbours in the uri index (a folder's files, a
+    # prefix's keys), where its ids, digests, would touch every page of the id index at once.
+    current = [source for source in sources if source.key in generations.get(source.uri, ())]
+    thumbnailed = store.video_ids((source.uri for source in current), with_thumbnail=True) if current else {}
+    indexed = {source.key for source in current if source.key in thumbnailed.get(source.uri, ())}
     # Older generations beside an indexed one (tables written before replacing upserts).
     store.delete_videos({old for source in sources if source.key in indexed
                          for old in generations[source.uri] - {source.key}})

@@ -86,9 +86,6 @@ class Listing:
     errors: list[dict] = field(default_factory=list)  # {"uri", "stage": "probe", "reason"}
     covers: Callable[[str], bool] = lambda uri: False
 
-    def uris(self) -> set[str]:
-        return {source.uri for source in self.sources} | {error["uri"] for error in self.errors}
-
 
 def sniff(head: bytes) -> bool:
     """Whether the first bytes of a file are the signature of a video container FFmpeg reads."""
@@ -194,8 +191,9 @@ def _matches_glob(pattern: str) -> Callable[[str], bool]:
 
 def _manifest_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(row number, row) for each row, or (row number, what is wrong with it)."""
-    if path.endswith(".parquet"):
-        yield from enumerate(pq.read_table(path).to_pylist(), 1)
+    if path.endswith(".parquet"):  # a batch of rows at a time, however long the manifest
+        batches = pq.ParquetFile(path).iter_batches(batch_size=16_384)
+        yield from enumerate((row for batch in batches for row in batch.to_pylist()), 1)
     elif path.endswith(".jsonl"):
         with open(path, encoding="utf-8", errors="surrogateescape") as lines:
             for number, line in enumerate(lines, 1):

@@ -99,7 +99,8 @@ class Store:
                                     f"(python pipelines/index.py VIDEOS --db {uri}), or pass the --db that was indexed")
         if stores.is_object(uri):
             stores.check_db(uri)  # no such bucket, no credentials, no endpoint: one line, not LanceDB's
-        session = None if index_cache_bytes is None else lancedb.Session(index_cache_size_bytes=index_cache_bytes)
+        session = None if index_cache_bytes is None else lancedb.Session(index_cache_size_bytes=index_cache_bytes,
+                                                                         metadata_cache_size_bytes=index_cache_bytes)
         db = lancedb.connect(uri, read_consistency_interval=read_consistency, storage_options=stores.lance_options(uri) or None,
                              session=session)
         try:
@@ -244,9 +245,13 @@ class Store:
         self._clear_errors(stale)
         return len(stale)
 
-    def video_ids(self, uris: Iterable[str], chunk: int = IN_CHUNK) -> dict[str, set[str]]:
-        """uri -> the ids of its video rows (more than one: generations a replace never removed)."""
-        hits = self._lookup("uri", uris, ["uri", "video_id"], col("kind") == lit("video"), chunk)
+    def video_ids(self, uris: Iterable[str], chunk: int = IN_CHUNK, *, with_thumbnail: bool = False) -> dict[str, set[str]]:
+        """uri -> the ids of its video rows (more than one: generations a replace never removed);
+        with ``with_thumbnail``, only rows that have a thumbnail (rows from before thumbnails do not)."""
+        where = col("kind") == lit("video")
+        if with_thumbnail:
+            where = where & (col(THUMBNAIL.name) != lit(b""))  # false for null, too
+        hits = self._lookup("uri", uris, ["uri", "video_id"], where, chunk)
         found: dict[str, set[str]] = {}
         for uri, video_id in zip(hits.column("uri").to_pylist(), hits.column("video_id").to_pylist()):
             found.setdefault(uri, set()).add(video_id)
