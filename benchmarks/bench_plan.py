@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sys.path[0] is b
 from bench_search import ClusteredData, write  # noqa: E402
 from centerclip.index.listing import Listing, Source  # noqa: E402
 from centerclip.index.store import IN_CHUNK, KEY_COLUMNS, IndexConfig, Store  # noqa: E402
-from centerclip.index.engine import plan  # noqa: E402
+from centerclip.index.planning import plan  # noqa: E402
 
 
 def timed_plans(store: Store, listing: Listing, repeats: int, label: str) -> float:

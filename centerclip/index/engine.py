@@ -1,7 +1,7 @@
 """The indexing engine: list the job's inputs, plan them against the store, then decode, encode and
 write what is left with Ray Data, whole videos at a time.
 
-    InputStream (listing.py) -> waves of plan (store.py) -> DecodeVideos (CPU actors, decode_stage.py)
+    InputStream (listing.py) -> waves of plan (planning.py, store.py) -> DecodeVideos (CPU actors, decode_stage.py)
     -> EncodeClips (actor pool, GPU when present, encode_stage.py) -> WholeVideos -> write
 
 torch, open_clip and the model are loaded by the encoder actors, not here: a driver that schedules
@@ -18,15 +18,13 @@ import math
 import os
 import shutil
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from queue import Empty, Full, Queue
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +32,7 @@ from .. import cli
 from ..cli import JobStopped
 from . import watchdog
 from .job import IndexJob
+from .planning import PLAN_INDEX_CACHE, Planned, waves
 from .pools import Pools, cluster_shape, pools
 from .sample import sample_inputs
 
@@ -41,11 +40,10 @@ if TYPE_CHECKING:
     import ray
 
     from ..model.registry import EncoderConfig, ModelShape
-    from .listing import InputStream, Source
+    from .listing import Source
     from .store import Store
 
 log = logging.getLogger("centerclip.index")
-T = TypeVar("T")
 
 
 def _lost_work() -> tuple[type[BaseException], ...]:
@@ -75,121 +73,6 @@ def write(store: Store, batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
     return int((kinds == "video").sum()), int((kinds == "moment").sum()), int(failed.sum())
 
 
-@dataclass(frozen=True)
-class Work:
-    todo: list[Source]  # new or changed, or failed before and retried
-    indexed: int  # unchanged and in the table
-    failed_before: int  # unchanged and in the errors table: not tried again
-
-
-def plan(store: Store, sources: list[Source], errors: list[dict], retry_errors: bool) -> Work:
-    """Bring the store in line with one chunk of the listing before any of it is decoded, and say
-    what is left to do. Each lookup is of the chunk's keys (index lookups once the table has its
-    key indexes), so a re-run over millions of indexed videos never reads them all at once."""
-    store.record_errors(errors)  # probe failures; their uris lose any rows
-    generations = store.video_ids(source.uri for source in sources)
-    # Rows indexed before thumbnails existed are indexed again, and so gain one. Looked up by uri
-    # again, not by id: a chunk's uris are neighbours in the uri index (a folder's files, a
-    # prefix's keys), where its ids, digests, would touch every page of the id index at once.
-    current = [source for source in sources if source.key in generations.get(source.uri, ())]
-    thumbnailed = store.video_ids((source.uri for source in current), with_thumbnail=True) if current else {}
-    indexed = {source.key for source in current if source.key in thumbnailed.get(source.uri, ())}
-    # Older generations beside an indexed one (tables written before replacing upserts).
-    store.delete_videos({old for source in sources if source.key in indexed
-                         for old in generations[source.uri] - {source.key}})
-    pending = [source for source in sources if source.key not in indexed]
-    failed = {} if retry_errors else store.failed_keys(source.uri for source in pending)
-    todo = [source for source in pending if failed.get(source.uri) != source.key]
-    return Work(todo, len(indexed), len(pending) - len(todo))
-
-
-@dataclass
-class Planned:
-    """What the listing found so far, and what planning made of it."""
-
-    found: int = 0
-    indexed: int = 0
-    failed_before: int = 0
-    todo: int = 0
-    probe_errors: int = 0
-
-
-# Videos per Ray Data run ("wave"): the listing and planning go on while a wave is indexed, and a
-# wave's sources are all the driver holds of them. Each wave starts its actor pools anew (seconds),
-# against minutes of work at this size. The first wave starts early, so a first row comes soon.
-WAVE = 16_384
-FIRST_WAVE_S = 5.0
-# The driver looks each chunk's keys up in the key indexes (BTREE) once: LanceDB's default cache
-# would keep every index page a run touched (about 75 MiB per million keys, measured); with this
-# bound the driver stays flat, and lookups were as fast (1M keys in chunks: 14.5 s, against 13.5).
-PLAN_INDEX_CACHE = 32 << 20
-
-
-def waves(store: Store, stream: InputStream, retry_errors: bool, planned: Planned, size: int = WAVE,
-          first_after: float = FIRST_WAVE_S) -> Iterator[list[Source]]:
-    """The sources left to index, in waves of about ``size``: listed in a thread ahead of the
-    caller, planned chunk by chunk against the store here."""
-    store.reconcile()  # a run killed between a write's two commits left an error beside rows
-    todo: list[Source] = []
-    began, started = time.monotonic(), False
-    for sources, errors in ahead(stream.chunks(), depth=2):
-        work = plan(store, sources, errors, retry_errors)
-        planned.found += len(sources)
-        planned.probe_errors += len(errors)
-        planned.indexed += work.indexed
-        planned.failed_before += work.failed_before
-        planned.todo += len(work.todo)
-        todo += work.todo
-        if len(todo) >= size or (todo and not started and time.monotonic() - began >= first_after):
-            started = True
-            yield todo
-            todo = []
-    log.info("%d videos found, %d already indexed, %d failed before (--retry-errors tries them again), %d to index; "
-             "%d inputs are not videos or cannot be read", planned.found, planned.indexed, planned.failed_before,
-             planned.todo, planned.probe_errors)
-    if todo:
-        yield todo
-
-
-def ahead(items: Iterator[T], depth: int) -> Iterator[T]:
-    """The items of ``items``, produced by a thread up to ``depth`` items ahead of the caller; an
-    error there is raised here. A caller that stops early stops the thread at its next item."""
-    queue: Queue = Queue(depth)
-    stop = threading.Event()
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.2)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    return
-            queue.put((end, None))
-        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
-            queue.put((end, error))
-
-    thread = threading.Thread(target=produce, name="centerclip-listing", daemon=True)
-    thread.start()
-    try:
-        while True:
-            try:
-                item, error = queue.get(timeout=0.2)  # a timeout keeps the wait open to Ctrl-C
-            except Empty:
-                continue
-            if error is not None:
-                raise error
-            if item is end:
-                return
-            yield item
-    finally:
-        stop.set()
-
-
 def failures(store: Store, listed: Callable[[str], bool], first: int = 20) -> dict:
     """The failed inputs that ``listed`` (this run's listing) names: how many, how many per reason,
     and the first few by uri; the errors table is read in batches."""
@@ -215,11 +98,12 @@ PASSES = 4
 ACTORS_START_S = 7 * 24 * 3600  # Ray Data's wait for a pool's first actors; the stall watchdog ends it sooner
 
 
-@dataclass(frozen=True)
+@dataclass
 class Written:
-    """What ``encode`` wrote: videos, their moments, and videos that failed; when the first batch
-    was written (``time.perf_counter()``, videos written by then), and the last; the passes it
-    took, the videos indexed again after a pass lost them, and the nodes that decoded and encoded."""
+    """What ``encode`` wrote, as it goes: videos, their moments, and videos that failed; when the
+    first batch was written (``time.perf_counter()``, videos written by then), and the last; the
+    passes it took, the videos indexed again after a pass lost them, and the nodes that decoded
+    and encoded."""
 
     videos: int = 0
     moments: int = 0
@@ -228,9 +112,9 @@ class Written:
     last_batch: float | None = None
     passes: int = 0
     retried: int = 0
-    lost: tuple[str, ...] = ()  # why each pass after the first was needed
-    decoded_on: frozenset[str] = frozenset()
-    encoded_on: frozenset[str] = frozenset()
+    lost: list[str] = field(default_factory=list)  # why each pass after the first was needed
+    decoded_on: set[str] = field(default_factory=set)
+    encoded_on: set[str] = field(default_factory=set)
     started: float | None = None  # when indexing began (``time.perf_counter()``), as the progress line counts
 
 
@@ -300,7 +184,7 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
 
     quiet_ray()  # imports Ray Data (half a second): only when there is something to encode
     own_ray = not ray.is_initialized()
-    tally = Tally()
+    written = Written()
     try:
         if own_ray:
             # Joins the cluster of `ray job submit` (RAY_ADDRESS), else starts a local one, without the
@@ -317,19 +201,18 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                                  f"address, free space under {os.environ.get('RAY_TMPDIR') or '/tmp'}, and --debug "
                                  f"for Ray's traceback") from None
         cli.stop_on_sigterm()  # again: Ray's start replaced it
-        tally.started = time.perf_counter()
+        written.started = time.perf_counter()
         with (progress or LoggedProgress)(len(first)) as shown:
             total = 0
             for wave in itertools.chain([first], todo):
                 total += len(wave)
                 if hasattr(shown, "grow"):
                     shown.grow(total)  # the listing goes on: the total is what it has found so far
-                _passes(job, config, shape, store, wave, shown, tally)
-        return tally.written()
+                _passes(job, config, shape, store, wave, shown, written)
+        return written
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what is written stays, and a re-run goes on
-        done = tally.written()
         raise cli.Interrupted(getattr(stop, "signum", signal.SIGINT),
-                              f"{done.videos} videos ({done.moments} moments) and {done.errors} errors are in the "
+                              f"{written.videos} videos ({written.moments} moments) and {written.errors} errors are in the "
                               f"table; the same command again goes on from there") from None
     finally:
         if own_ray:
@@ -337,36 +220,14 @@ def encode(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store
                 ray.shutdown()  # before the interpreter's exit does it; a local Ray's processes (about 1 GB) go
 
 
-@dataclass
-class Tally:
-    """What the waves wrote so far (see Written)."""
-
-    videos: int = 0
-    moments: int = 0
-    errors: int = 0
-    first_batch: tuple[float, int] | None = None
-    last_batch: float | None = None
-    passes: int = 0
-    retried: int = 0
-    lost: list[str] = field(default_factory=list)
-    decoded_on: set[str] = field(default_factory=set)
-    encoded_on: set[str] = field(default_factory=set)
-    started: float | None = None
-
-    def written(self) -> Written:
-        return Written(self.videos, self.moments, self.errors, self.first_batch, self.last_batch, self.passes,
-                       self.retried, tuple(self.lost), frozenset(self.decoded_on), frozenset(self.encoded_on),
-                       self.started)
-
-
 def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Store, todo: list[Source],
-            shown, tally: Tally) -> None:
+            shown, written: Written) -> None:
     """Index one wave, in passes until each of its videos is written or has failed."""
     from .batching import WholeVideos
 
     left = todo
     for attempt in range(1, PASSES + 1):
-        tally.passes += 1
+        written.passes += 1
         done: set[str] = set()
         gathered = WholeVideos()
         try:
@@ -378,12 +239,12 @@ def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Stor
                     continue
                 counts = write(store, whole)
                 done.update(whole["video_id"])
-                tally.decoded_on.update(whole["decoded_on"])
-                tally.encoded_on.update(whole["encoded_on"])
-                tally.videos, tally.moments, tally.errors = (tally.videos + counts[0], tally.moments + counts[1],
-                                                             tally.errors + counts[2])
-                tally.last_batch = time.perf_counter()
-                tally.first_batch = tally.first_batch or (tally.last_batch, tally.videos + tally.errors)
+                written.decoded_on.update(whole["decoded_on"])
+                written.encoded_on.update(whole["encoded_on"])
+                written.videos, written.moments, written.errors = (written.videos + counts[0], written.moments + counts[1],
+                                                             written.errors + counts[2])
+                written.last_batch = time.perf_counter()
+                written.first_batch = written.first_batch or (written.last_batch, written.videos + written.errors)
                 shown.update(*counts)
         except _lost_work() as failure:
             left = [source for source in left if source.key not in done]
@@ -392,15 +253,15 @@ def _passes(job: IndexJob, config: EncoderConfig, shape: ModelShape, store: Stor
                 raise JobStopped(f"{reason}, and {PASSES} passes could not index them: is the cluster losing "
                                  f"nodes faster than it indexes? A re-run goes on from here") from None
             log.warning("%s: indexing them again", reason)
-            tally.lost.append(reason)
-            tally.retried += len(left)
+            written.lost.append(reason)
+            written.retried += len(left)
             continue
         missing = gathered.left()
         if missing is not None:  # rows Ray Data never delivered (not seen): their videos are errors, not gaps
             keys = dict(zip(missing["video_id"], missing["uri"]))
             store.record_errors({"uri": uri, "key": key, "stage": "encode", "reason": "some of its rows never came "
                                  "back from the encoder"} for key, uri in keys.items())
-            tally.errors += len(keys)
+            written.errors += len(keys)
             shown.update(0, 0, len(keys))
         return
 
