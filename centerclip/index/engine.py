@@ -86,7 +86,10 @@ def failures(store: Store, listed: Callable[[str], bool], first: int = 20) -> di
             if listed(uri):
                 count += 1
                 by_reason[reason_group(reason)] = by_reason.get(reason_group(reason), 0) + 1
-                firsts = heapq.nsmallest(first, [*firsts, (uri, stage, reason)])
+                firsts.append((uri, stage, reason))
+                if len(firsts) >= 4 * first:  # keep the smallest few, not every error
+                    firsts = heapq.nsmallest(first, firsts)
+    firsts = heapq.nsmallest(first, firsts)
     return {"count": count, "by_reason": dict(sorted(by_reason.items(), key=lambda item: -item[1])),
             "first": [{"uri": uri, "stage": stage, "reason": reason} for uri, stage, reason in firsts]}
 

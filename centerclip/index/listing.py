@@ -258,7 +258,7 @@ def _remote(uri: str, listing: InputStream | None = None) -> Iterator[_Candidate
         for entry in page:
             if entry.tag is None:  # listed, but not addressable by the store's client
                 yield _error(entry.uri, stores.UNADDRESSABLE)
-            elif entry.uri.lower().endswith(VIDEO_EXTENSIONS) or (entry.size and sniff(stores.read_head(entry.uri, SNIFF_BYTES))):
+            elif entry.uri.lower().endswith(VIDEO_EXTENSIONS) or (entry.size and sniff(stores.read_head(entry.uri, SNIFF_BYTES, entry.size))):
                 yield _Candidate(entry.uri, entry.size, entry.mtime_ns, None, tag=entry.tag)
             else:
                 yield _error(entry.uri, "unknown extension and not a video container" if entry.size else "empty file")

@@ -78,16 +78,16 @@ def lance_options(uri: str) -> dict[str, str]:
     if not is_object(uri):
         return {}
     scheme = uri.split("://", 1)[0].lower()
-    options = {}
-    if scheme == "s3":
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            options["region"] = region
-        if _endpoint():
-            options["endpoint"] = _endpoint()
+    options = _s3_settings() if scheme == "s3" else {}
     if _allow_http(scheme):
         options["allow_http"] = "true"
     return options
+
+
+def _s3_settings() -> dict[str, str]:
+    """The S3 region and endpoint the standard variables set (those set)."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return {**({"region": region} if region else {}), **({"endpoint": _endpoint()} if _endpoint() else {})}
 
 
 ENVIRONMENT_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
@@ -109,12 +109,7 @@ def _client(bucket: str, settings: tuple) -> Any:
     from obstore.store import from_url
 
     scheme = bucket.split("://", 1)[0]
-    config: dict[str, Any] = {}
-    if scheme == "s3" and _endpoint():
-        config["endpoint"] = _endpoint()
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if scheme == "s3" and region:
-        config["region"] = region
+    config = _s3_settings() if scheme == "s3" else {}
     try:
         return from_url(bucket, config=config or None, client_options={"allow_http": _allow_http(scheme), "connect_timeout": "10s"},
                         retry_config=_RETRY)
@@ -204,8 +199,7 @@ def _pages_by_pyarrow(bucket: str, prefix: str, after: str | None) -> Iterator[l
 
     endpoint = _endpoint()
     scheme, _, host = endpoint.partition("://") if endpoint else ("https", "", None)
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    filesystem = pyarrow.fs.S3FileSystem(endpoint_override=host or None, scheme=scheme, region=region)
+    filesystem = pyarrow.fs.S3FileSystem(endpoint_override=host or None, scheme=scheme, region=_s3_settings().get("region"))
     root = bucket.split("://", 1)[1] + (f"/{prefix}" if prefix else "")
     try:
         infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
@@ -232,16 +226,19 @@ def _pages_by_pyarrow(bucket: str, prefix: str, after: str | None) -> Iterator[l
 
 def is_prefix(uri: str) -> bool:
     """Whether ``uri`` names a prefix that holds objects (a "folder"), rather than one object."""
+    key = split(uri)[1]
+    return not key or key.endswith("/") or _holds_objects(uri)
+
+
+def _holds_objects(uri: str) -> bool:
+    """Whether any object lies under ``uri`` taken as a folder (a listing of one object)."""
     import obstore
 
     bucket, key = split(uri)
-    if not key or key.endswith("/"):
-        return True
     try:
-        page = next(iter(obstore.list(_store(bucket), prefix=key, chunk_size=1)), [])
+        return bool(next(iter(obstore.list(_store(bucket), prefix=key.rstrip("/") or None, chunk_size=1)), []))
     except Exception as error:  # noqa: BLE001
         raise StoreError(explain(error, uri)) from None
-    return bool(page)
 
 
 def open_reader(uri: str) -> BinaryIO:
@@ -285,27 +282,19 @@ class _Reader(io.RawIOBase):
         super().close()
 
 
-def read_head(uri: str, count: int) -> bytes:
-    """The first ``count`` bytes of an object (fewer when it is shorter)."""
+def read_head(uri: str, count: int, size: int) -> bytes:
+    """The first ``count`` bytes of an object of ``size`` bytes (all of it when it is shorter: a
+    range past an object's end is an error)."""
     import obstore
 
     bucket, key = split(uri)
     try:
-        return bytes(obstore.get_range(_store(bucket), key, start=0, length=count))
-    except Exception as error:  # noqa: BLE001 - a range past the end of a short object, too
-        try:
-            return bytes(obstore.get(_store(bucket), key).bytes())[:count]
-        except Exception:  # noqa: BLE001
-            raise StoreError(explain(error, uri)) from None
+        return bytes(obstore.get_range(_store(bucket), key, start=0, length=min(count, size)))
+    except Exception as error:  # noqa: BLE001
+        raise StoreError(explain(error, uri)) from None
 
 
 def check_db(uri: str) -> None:
     """Raise StoreError with one line when the bucket of a db at ``uri`` cannot be listed (no
     such bucket, no credentials, unreachable), before LanceDB reports it in its own words."""
-    import obstore
-
-    bucket, key = split(uri)
-    try:
-        next(iter(obstore.list(_store(bucket), prefix=key.rstrip("/") or None, chunk_size=1)), None)
-    except Exception as error:  # noqa: BLE001
-        raise StoreError(explain(error, uri)) from None
+    _holds_objects(uri)
