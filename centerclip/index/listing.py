@@ -378,12 +378,11 @@ class InputStream:
                 # another name of it can only be a symlink (kept by identity) or the same path again.
                 plain = found.identity is not None and not found.symlink and found.links == 1 and found.origin is None
                 if key in first or inside or self.was_listed(found.uri):  # listed (or to be listed) already
-                    error = None
+                    error, other = None, described(key, found)
                     if found.origin is not None:  # a manifest line ends somewhere visible: its own error, under its row
-                        error = _error(found.origin, f"duplicate: {found.uri} is the same file as "
-                                                     f"{described(key, found)}, indexed once")
-                    elif described(key, found) != found.uri:
-                        error = _error(found.uri, f"duplicate: same file as {described(key, found)}")
+                        error = _error(found.origin, f"duplicate: {found.uri} is the same file as {other}, indexed once")
+                    elif other != found.uri:
+                        error = _error(found.uri, f"duplicate: same file as {other}")
                     if error and self.listed.add(digest(error["uri"])):
                         yield error
                     continue
