@@ -180,12 +180,13 @@ def test_activitynet_matches_the_whole_paragraph_to_the_whole_video(tmp_path):
             "sentences": ["A man enters. ", " He sits down."],
         },
         "v_def": {"duration": 12.5, "timestamps": [[0, 12.5]], "sentences": ["A dog barks."]},
+        "v_NHznDFD3V3k": {"duration": 9.0, "timestamps": [[0, 9]], "sentences": ["Dropped as broken."]},
     }
     write_json(tmp_path / "val_1.json", data)
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "v_def.webm").touch()
     table = load("activitynet", tmp_path, split="test")
-    assert table["video_id"].to_pylist() == ["v_abc", "v_def"]
+    assert table["video_id"].to_pylist() == ["v_abc", "v_def"], "the official loader drops v_NHznDFD3V3k"
     assert table["captions"].to_pylist() == [["A man enters. He sits down."], ["A dog barks."]]
     assert table["start"].null_count == 2
     assert table["exists"].to_pylist() == [False, True]

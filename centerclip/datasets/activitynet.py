@@ -14,6 +14,10 @@ import pyarrow as pa
 from .common import AnnotationError, check_split, locate, read_json, to_table
 
 FILES = {"train": "train.json", "test": "val_1.json"}
+# The official CenterCLIP loader (dataloaders/dataloader_activitynet_retrieval.py) removes this video
+# as broken (its file in the public download does not decode); it is in val_1.json. Dropping it keeps
+# our test split the one the paper's figures were measured on (4,916 val_1 videos, not 4,917).
+BROKEN = frozenset({"v_NHznDFD3V3k", "NHznDFD3V3k"})
 
 
 def activitynet(root: str | Path, split: str = "test", *, videos_dir: str | Path = "videos") -> pa.Table:
@@ -27,6 +31,8 @@ def activitynet(root: str | Path, split: str = "test", *, videos_dir: str | Path
     videos = root / videos_dir
     rows = []
     for video_id, entry in data.items():
+        if video_id in BROKEN:
+            continue
         sentences = entry.get("sentences") if isinstance(entry, dict) else None
         if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) for s in sentences):
             raise AnnotationError(f"{path}: entry {video_id!r} needs a non-empty list of sentences")
