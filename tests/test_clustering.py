@@ -6,6 +6,10 @@ import torch
 from benchmarks.bench_clustering import published_kmedoids
 from centerclip.model import clustering
 
+# Our exact-tie variant: exact zero diagonal, exact float64 sums, each segment alone. The defaults
+# are the published rounding, checked against the official code's outputs in test_fidelity.py.
+EXACT = {"self_distance": "zero", "sums": "float64", "chunk": 1}
+
 
 def reference_kmedoids(points: torch.Tensor, k: int, max_iter: int = 100) -> list[int]:
     """The published algorithm written the plain way: one point set, Python loops, float64."""
@@ -53,7 +57,7 @@ def test_kmedoids_matches_an_independent_implementation():
     frame = torch.randn(3, 1, 14, 16, generator=generator)
     redundant_tokens = (frame + 0.05 * torch.randn(3, 3, 14, 16, generator=generator)).flatten(1, 2)
     for tokens, k in [(random_tokens, 7), (redundant_tokens, 12)]:
-        _, centres = clustering.kmedoids(tokens, k)
+        _, centres = clustering.kmedoids(tokens, k, **EXACT)
         for b in range(len(tokens)):
             assert centres[b].tolist() == reference_kmedoids(tokens[b], k)
 
@@ -86,7 +90,7 @@ def test_two_member_clusters_keep_their_lowest_index():
     points = torch.tensor([[[10.0, 0.0], [10.5, 0.0], [-10.0, 0.0], [-10.5, 0.0]]])
     dist = clustering.pairwise_distances(points)
     assert clustering.kkz_init(points, dist, 2).sort(-1).values.tolist() == [[1, 3]]
-    _, centres = clustering.kmedoids(points, 2)
+    _, centres = clustering.kmedoids(points, 2, **EXACT)
     assert centres.tolist() == [[0, 2]]
 
 
@@ -125,7 +129,7 @@ def test_kmedoids_is_deterministic_and_ignores_dtype_and_grad():
 def test_kmedoids_other_distances_reach_a_fixed_point(distance, p):
     tokens = torch.randn(2, 30, 6, generator=torch.Generator().manual_seed(2))
     assign, centres = clustering.kmedoids(tokens, 5, distance=distance, p=p)
-    dist = clustering.pairwise_distances(tokens, distance, p)
+    dist = clustering.published_distances(tokens, distance, p)
     assert torch.equal(clustering.assign_to_medoids(dist, centres), assign)
     assert torch.equal(clustering.update_medoids(dist, assign, 5), centres)
 
@@ -140,7 +144,7 @@ def test_k_equal_to_n_keeps_every_token_even_with_duplicates():
 def test_max_iter_bounds_the_work():
     tokens = torch.randn(2, 80, 8, generator=torch.Generator().manual_seed(4))
     _, at_init = clustering.kmedoids(tokens, 10, max_iter=0)
-    dist = clustering.pairwise_distances(tokens)
+    dist = clustering.published_distances(tokens)
     assert torch.equal(at_init, clustering.kkz_init(tokens, dist, 10).sort(-1).values)
 
 
@@ -167,24 +171,25 @@ def test_knn_graph_counts_the_token_itself_only_with_self_loops():
 
 
 def test_spectral_schedule_options_reach_the_clustering():
-    """reduce.py passes normalize, self_loops and k = knn_per_frame x frames per segment; a bare
-    spectral schedule is the published variant, ours differs."""
+    """reduce.py passes every option and k = knn_per_frame x frames per segment; a bare spectral
+    schedule is the published computation, the variants differ."""
     from centerclip.model.reduce import reducer_for
     from centerclip.model.schedule import Schedule
 
     generator = torch.Generator().manual_seed(0)
-    patches = torch.randn(4, 2, 20, 16, generator=generator) * torch.rand(4, 2, 20, 1, generator=generator) * 5
-    bare = reducer_for(Schedule.parse("spectral@1:1x8"))(patches, 8)
-    published = Schedule.parse("spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@1:1x8")
-    kept = reducer_for(published)(patches, 8)
+    patches = torch.randn(4, 2, 20, 16, generator=generator) * torch.rand(4, 2, 20, 1, generator=generator)
     tokens = patches.flatten(1, 2)
-    _, centres = clustering.spectral(tokens, 8, normalize=False, self_loops=True, graph="knn", knn=10)
-    assert torch.equal(kept, tokens.gather(1, centres[..., None].expand(-1, -1, 16)))
-    assert torch.equal(bare, kept)
-    ours = reducer_for(Schedule.parse("spectral(normalize=true,self_loops=false,graph=heat)@1:1x8"))(patches, 8)
-    _, centres = clustering.spectral(tokens, 8, normalize=True, self_loops=False, graph="heat")
-    assert torch.equal(ours, tokens.gather(1, centres[..., None].expand(-1, -1, 16)))
-    assert not torch.equal(kept, ours)
+
+    def kept(centres):
+        return tokens.gather(1, centres[..., None].expand(-1, -1, 16))
+
+    bare = reducer_for(Schedule.parse("spectral@1:1x8"))(patches, 8)
+    assert torch.equal(bare, kept(clustering.spectral(tokens, 8)[1]))
+    variant = "spectral(graph=knn,solver=eigh,rows=unit,self_distance=zero,sums=float64,chunk=1)@1:1x8"
+    ours = reducer_for(Schedule.parse(variant))(patches, 8)
+    options = dict(graph="knn", knn=10, solver="eigh", rows="unit", self_distance="zero", sums="float64", chunk=1)
+    assert torch.equal(ours, kept(clustering.spectral(tokens, 8, **options)[1]))
+    assert not torch.equal(bare, ours)
 
 
 def test_sparse_baselines():

@@ -78,7 +78,11 @@ def test_apply_twice_equals_apply_once(tiny_clip, frames):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("schedule", ["none", "kmedoids@2:2x20", "kmedoids(distance=cosine)@1:3x24,3:1x12", "pooling@2:3x16"])
+# The two layouts' tokens differ in their last bits; the published rounding (the default) lets
+# such bits decide near-ties, so the cosine case uses the exact-tie variant.
+@pytest.mark.parametrize("schedule", ["none", "kmedoids@2:2x20",
+                                      "kmedoids(distance=cosine,self_distance=zero,sums=float64)@1:3x24,3:1x12",
+                                      "pooling@2:3x16"])
 def test_both_token_layouts_give_the_same_result(tiny_clip, frames, schedule):
     batch_first = encoder_for(tiny_clip, schedule).encode_video(frames)
     sequence_first_result = encoder_for(sequence_first(tiny_clip), schedule).encode_video(frames)

@@ -10,7 +10,9 @@ EXAMPLES = [
     "kmedoids@6:4x49",
     "kmedoids@4:6x98,8:2x49",
     "spectral@6:4x49",
-    "spectral(normalize=true,self_loops=false,graph=heat)@6:4x49",
+    "spectral(normalize=true,self_loops=false)@6:4x49",
+    "spectral(graph=knn,solver=eigh,rows=unit)@6:4x49",
+    "kmedoids(self_distance=zero,sums=float64,chunk=1)@6:4x49",
     "spectral(normalize=true,self_loops=false,knn=8,knn_per_frame=0)@6:4x49",
     "spectral(sigma=0.5,knn_per_frame=3)@6:4x49",
     "kmedoids(keep=mean,distance=cosine)@3:2x10",
@@ -30,17 +32,18 @@ def test_string_form_round_trips(text):
 
 def test_bare_spectral_is_the_published_variant():
     bare = Schedule.parse("spectral@6:4x49")
-    assert (bare.normalize, bare.self_loops, bare.graph, bare.knn_per_frame) == (False, True, "knn", 5)
-    published = Schedule.parse("spectral(normalize=false,self_loops=true,graph=knn,knn_per_frame=5)@6:4x49")
+    assert (bare.normalize, bare.self_loops, bare.graph, bare.solver, bare.rows) == (False, True, "heat", "svd", "eps")
+    assert (bare.self_distance, bare.sums, bare.chunk) == ("raw", "float32", 16)
+    published = Schedule.parse("spectral(normalize=false,self_loops=true,graph=heat,solver=svd,rows=eps)@6:4x49")
     assert published == bare and str(published) == "spectral@6:4x49"
 
 
 def test_ours_is_spelled_out_and_kept_through_dicts():
-    ours = Schedule.parse("spectral(normalize=true,self_loops=false,graph=heat)@6:4x49")
-    assert (ours.normalize, ours.self_loops, ours.graph) == (True, False, "heat")
+    ours = Schedule.parse("spectral(normalize=true,self_loops=false,graph=knn)@6:4x49")
+    assert (ours.normalize, ours.self_loops, ours.graph) == (True, False, "knn")
     assert ours != Schedule.parse("spectral@6:4x49")
     values = ours.to_dict()
-    assert (values["normalize"], values["self_loops"], values["graph"]) == (True, False, "heat")
+    assert (values["normalize"], values["self_loops"], values["graph"]) == (True, False, "knn")
     assert Schedule.from_dict(values) == ours
     # A dict read from JSON or YAML may carry its values as strings.
     assert Schedule.from_dict({**values, "normalize": "true", "self_loops": "false", "stages": [[6, 4, 49]]}) == ours

@@ -192,7 +192,7 @@ def test_the_default_sweep_fits_the_built_in_model():
     algorithms = {text.split("(")[0].split("@")[0] for text in default.schedules}
     assert algorithms == {"none", "kmedoids", "spectral", "pooling", "sparse"}
     assert any("sampling=random" in text for text in default.schedules)
-    assert {"spectral@3:4x49", "spectral(normalize=true,self_loops=false,graph=heat)@3:4x49"} <= set(default.schedules)
+    assert {"spectral@3:4x49", "spectral(graph=knn)@3:4x49", "spectral(normalize=true,self_loops=false)@3:4x49"} <= set(default.schedules)
     assert len(set(default.schedules)) == len(default.schedules), "a schedule swept twice"
     assert default.synthetic_videos == 12500 and default.video_to_text == "best-caption" and default.bootstrap > 0
     from centerclip import EncoderConfig, VideoEncoder

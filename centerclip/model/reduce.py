@@ -54,12 +54,15 @@ def reducer_for(schedule: Schedule) -> Reducer:
         "kmedoids": lambda: _selecting(
             clustering.kmedoids, schedule.keep,
             distance=schedule.distance, p=schedule.p, max_iter=schedule.max_iter,
+            self_distance=schedule.self_distance, sums=schedule.sums, chunk=schedule.chunk,
         ),
         "spectral": lambda: _selecting(
             clustering.spectral, schedule.keep,
             per_segment=lambda frames: {"knn": schedule.knn_per_frame * frames or schedule.knn},
             sigma=schedule.sigma, graph=schedule.graph, normalize=schedule.normalize,
-            self_loops=schedule.self_loops, max_iter=schedule.max_iter,
+            self_loops=schedule.self_loops, solver=schedule.solver, rows=schedule.rows,
+            self_distance=schedule.self_distance, sums=schedule.sums, chunk=schedule.chunk,
+            max_iter=schedule.max_iter,
         ),
         "sparse": lambda: _selecting(
             clustering.ALGORITHMS[schedule.sampling], schedule.keep,
@@ -80,7 +83,12 @@ def reduce_segments(x: torch.Tensor, *, videos: int, segments: int, tokens: int,
     frames = sequences // videos
     if frames % segments:
         raise ValueError(f"{segments} segments do not divide the {frames} frames of each video")
-    grouped = x.reshape(videos * segments, frames // segments, length, width)
+    # Segment-major, as the published code orders them (segment 0 of every video, then segment 1,
+    # ...): the clustering takes its batch in chunks that share a shift and a stopping rule, so the
+    # same chunks give the published rounding.
+    grouped = x.reshape(videos, segments, frames // segments, length, width).transpose(0, 1)
+    grouped = grouped.reshape(segments * videos, frames // segments, length, width)
     cls = grouped[:, :, 0].mean(1, keepdim=True)
     kept = reducer(grouped[:, :, 1:], tokens)
-    return torch.cat([cls, kept], dim=1)
+    reduced = torch.cat([cls, kept], dim=1)
+    return reduced.reshape(segments, videos, 1 + tokens, width).transpose(0, 1).reshape(videos * segments, 1 + tokens, width)

@@ -5,8 +5,9 @@ String form (for CLIs and sweeps), parsed and printed round-trip::
     none                                   no reduction: per-frame CLS, meanP
     kmedoids@6:4x49                        after block 6: 4 segments of 49 tokens each
     kmedoids(distance=cosine)@6:4x49       options in parentheses (only non-defaults are printed)
-    spectral@6:4x49                        the published spectral variant (raw tokens, kNN graph with self-loops)
-    spectral(normalize=true,self_loops=false,graph=heat)@6:4x49   ours: normalised tokens, dense graph
+    kmedoids(self_distance=zero,sums=float64,chunk=1)@6:4x49   our exact-tie variant, see below
+    spectral@6:4x49                        the published spectral clustering (raw tokens, dense heat kernel)
+    spectral(graph=knn,solver=eigh,rows=unit)@6:4x49   kNN graph, eigh, F.normalize rows
     kmedoids@4:6x98,8:2x49                 two stages: 6 segments x 98, then 2 segments x 49
     pooling@6:4x49   sparse(sampling=random)@6:4x49
 
@@ -14,11 +15,21 @@ A stage ``B:SxK`` reduces after block B (1-based; B blocks run before it) by gro
 frames (or segments, at a later stage) of each video into S consecutive segments and keeping K
 patch tokens per segment, plus one CLS token that is the mean of the segment's CLS tokens.
 
-The spectral options (normalize, self_loops, graph, knn, knn_per_frame) are read by spectral only,
-so their defaults are spectral's: the published variant. Until the default sweep measured ours
-not better (benchmarks/RESULTS.md, issue 13) they were ours, so a bare ``spectral@...`` written
-by an older version (a table row, a checkpoint's meta.json, a sweep's results) meant
-``spectral(normalize=true,self_loops=false,graph=heat)@...``.
+Every default is the published computation (mzhaoshuai/CenterCLIP's code with its params.py
+defaults; ``centerclip/model/clustering.py`` says step by step what that is and what each option
+changes). The options of both algorithms: ``self_distance`` (raw: the published distance matrix,
+rounding noise on its diagonal; zero: exactly symmetric with a zero diagonal, about 3x faster to
+build), ``sums`` (float32 as published, or exact float64 cluster costs), ``chunk`` (how many
+segments share the published shift and stopping rule, 16 as for ViT-B/32; 1 makes each segment's
+result independent of the rest of its batch). Spectral's alone (normalize, self_loops, graph, knn,
+knn_per_frame, solver, rows) are read by spectral only.
+
+Older versions wrote bare schedules (table rows, a checkpoint's meta.json, a sweep's results)
+with other defaults: until issue 26 a bare ``kmedoids@...`` meant
+``kmedoids(self_distance=zero,sums=float64,chunk=1)@...`` and a bare ``spectral@...`` meant
+``spectral(graph=knn,solver=eigh,rows=unit,self_distance=zero,sums=float64,chunk=1)@...``;
+before issue 13, ``spectral(normalize=true,self_loops=false,graph=heat,...)@...``. They select
+the same tokens except where near-ties are rounded differently.
 """
 
 from __future__ import annotations
@@ -32,10 +43,14 @@ ALGORITHMS = ("none", "kmedoids", "spectral", "pooling", "sparse")
 KEEP = ("medoid", "mean")
 DISTANCES = ("euclidean", "cosine")
 GRAPHS = ("heat", "knn")
+SELF_DISTANCES = ("raw", "zero")
+SUMS = ("float32", "float64")
+SOLVERS = ("svd", "eigh")
+ROWS = ("eps", "unit")
 SAMPLINGS = ("uniform", "random")
 
-_OPTIONS = ("keep", "distance", "p", "max_iter", "sigma", "normalize", "self_loops", "graph", "knn", "knn_per_frame",
-            "sampling", "seed")
+_OPTIONS = ("keep", "distance", "p", "max_iter", "self_distance", "sums", "chunk", "sigma", "normalize", "self_loops",
+            "graph", "knn", "knn_per_frame", "solver", "rows", "sampling", "seed")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _STAGE = re.compile(r"^(\d+):(\d+)x(\d+)$")
 _SCHEDULE = re.compile(r"^(?P<algorithm>[a-z]+)(?:\((?P<options>[^()]*)\))?(?:@(?P<stages>.+))?$")
@@ -59,13 +74,18 @@ class Schedule:
     distance: str = "euclidean"
     p: float = 2.0
     max_iter: int = 100
+    self_distance: str = "raw"  # raw: the published distance matrix; zero: exactly symmetric, zero diagonal
+    sums: str = "float32"  # cluster costs: float32 sums as published, or exact float64 sums
+    chunk: int = 16  # segments that share the published shift and stopping rule; 1: each segment alone
     sigma: float = 2.0
-    # Spectral's options; the defaults are the published variant (ours: normalize=true,self_loops=false,graph=heat).
+    # Spectral's options; the defaults are the published computation.
     normalize: bool = False  # L2-normalise tokens before the heat kernel
     self_loops: bool = True  # keep each token's edge to itself
-    graph: str = "knn"  # heat: the dense heat-kernel graph; knn: its kNN-sparsified version
+    graph: str = "heat"  # heat: the dense heat-kernel graph; knn: its kNN-sparsified version
     knn: int = 10  # kNN graph's neighbours per token, used only when knn_per_frame is 0
     knn_per_frame: int = 5  # if > 0, the kNN graph's k = this x frames per segment (a token counts itself)
+    solver: str = "svd"  # svd: the last K left singular vectors, as published; eigh: symmetric eigensolver
+    rows: str = "eps"  # eps: rows divided by their norm + 1e-6, as published; unit: F.normalize
     sampling: str = "uniform"
     seed: int = 0
 
@@ -78,6 +98,10 @@ class Schedule:
         _one_of("keep", self.keep, KEEP)
         _one_of("distance", self.distance, DISTANCES)
         _one_of("graph", self.graph, GRAPHS)
+        _one_of("self_distance", self.self_distance, SELF_DISTANCES)
+        _one_of("sums", self.sums, SUMS)
+        _one_of("solver", self.solver, SOLVERS)
+        _one_of("rows", self.rows, ROWS)
         _one_of("sampling", self.sampling, SAMPLINGS)
         if self.algorithm == "none" and self.stages:
             raise ValueError("schedule 'none' takes no stages")
@@ -89,8 +113,8 @@ class Schedule:
         blocks = [s.block for s in self.stages]
         if blocks != sorted(set(blocks)):
             raise ValueError(f"stage blocks must be strictly increasing, got {blocks}")
-        if self.p <= 0 or self.max_iter < 1 or self.sigma <= 0 or self.knn < 1 or self.knn_per_frame < 0:
-            raise ValueError("p and sigma must be > 0; max_iter and knn must be >= 1; knn_per_frame >= 0")
+        if self.p <= 0 or self.max_iter < 1 or self.sigma <= 0 or self.knn < 1 or self.knn_per_frame < 0 or self.chunk < 1:
+            raise ValueError("p and sigma must be > 0; max_iter, knn and chunk must be >= 1; knn_per_frame >= 0")
         if self.algorithm == "spectral" and self.knn_per_frame and self.knn != Schedule.knn:  # knn set, but unused
             raise ValueError(f"knn={self.knn} has no effect while knn_per_frame={self.knn_per_frame} sets the kNN graph's "
                              f"k: add knn_per_frame=0 to use a fixed knn")
