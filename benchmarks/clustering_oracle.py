@@ -15,6 +15,9 @@ sigma 2, svd_correct_sign 1): ``<input>_kmedoids`` and ``<input>_spectral`` [seg
 indices, ascending, and ``<input>_spectral_assign``. ``<input>_spectral_floor``: the official
 spectral code against itself on the tokens scaled by 1 + 2^-22, per segment, identical selection
 (0/1) and adjusted Rand index: the rounding floor no re-implementation can be held above.
+``torch_threads``: the CPU threads it ran with. The SVD's rounding depends on them (on model tokens
+the official spectral code itself keeps 4/32 selections at 1 thread against 2), so the tests run
+with the same count.
 
     python benchmarks/clustering_oracle.py --official /path/to/CenterCLIP [--out tests/data/clustering_oracle.npz]
 """
@@ -94,7 +97,7 @@ def main() -> None:
         "redundant": (frame + 0.05 * torch.randn(SEGMENTS, FRAMES, PATCHES, 768, generator=generator)).flatten(1, 2).half().float(),
         "model": model_tokens(2 * SEGMENTS),
     }
-    arrays = {}
+    arrays = {"torch_threads": np.array(torch.get_num_threads())}
     for name, x in inputs.items():
         arrays[name] = x.half().numpy() if name != "model" else x.numpy()
         arrays[f"{name}_kmedoids"] = official_kmedoids(x)[1].numpy()

@@ -12,6 +12,16 @@ ORACLE = np.load(__file__.rsplit("/", 1)[0] + "/data/clustering_oracle.npz", all
 K = 49
 
 
+@pytest.fixture(autouse=True)
+def oracle_threads():
+    """The SVD rounds differently with another CPU thread count (so does the official code): run
+    with the threads the oracle was made with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(ORACLE["torch_threads"]))
+    yield
+    torch.set_num_threads(before)
+
+
 def tokens(name: str) -> torch.Tensor:
     return torch.from_numpy(ORACLE[name].astype(np.float32))
 
