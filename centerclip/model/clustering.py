@@ -35,12 +35,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .schedule import ROWS, SELF_DISTANCES, SOLVERS, SUMS, _one_of
+
 Clustering = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-SELF_DISTANCES = ("raw", "zero")
-SUMS = ("float32", "float64")
-SOLVERS = ("svd", "eigh")
-ROWS = ("eps", "unit")
 CHUNK = 16  # segments per chunk, as the published TokenClusterInter splits batches for ViT-B/32
 STOP_SHIFT = 1e-5  # the published stopping threshold (params.py --cluster_threshold)
 
@@ -71,11 +69,6 @@ def _check_input(x: torch.Tensor, k: int) -> None:
         raise ValueError(f"tokens must have shape [B, N, D], got {tuple(x.shape)}")
     if not 1 <= k <= x.shape[1]:
         raise ValueError(f"k={k} clusters is out of range: must be in [1, {x.shape[1]}] (tokens available)")
-
-
-def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
 
 
 def pairwise_distances(x: torch.Tensor, distance: str = "euclidean", p: float = 2.0) -> torch.Tensor:
