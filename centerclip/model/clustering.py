@@ -165,8 +165,8 @@ def _kmedoids_chunk(x: torch.Tensor, k: int, distance: str, p: float, max_iter: 
     for _ in range(max_iter):
         if not len(active):
             break
-        before = medoids[active]
-        after = update_medoids(dist[active], assign_to_medoids(dist[active], before, own=zero), k, dtype)
+        before, active_dist = medoids[active], dist[active]  # one copy of the active segments' distances
+        after = update_medoids(active_dist, assign_to_medoids(active_dist, before, own=zero), k, dtype)
         shift[active] = _medoid_shift(x[active], before, after)
         medoids[active] = after
         if shift.mean() < threshold:
