@@ -40,13 +40,13 @@ def frame_index(frame: np.ndarray) -> int:
 
 def write_video(path: Path, *, codec: str = "libx264", frames: int = 30, fps: int = 10, width: int = 64,
                 height: int = 48, container: str | None = None, repeat_every: int = 0, damage_after: int | None = None,
-                pix_fmt: str = "yuv420p") -> Path:
+                pix_fmt: str = "yuv420p", options: dict[str, str] | None = None) -> Path:
     """A video of ``frames`` striped frames. ``repeat_every`` n: every n-th frame is written as a
     zero-size packet, which means "the frame before, again" (Theora's way; NUT keeps such packets).
     ``damage_after`` n: packets after the n-th carry zeros instead of coded data (a damaged tail
-    that demuxes but does not decode)."""
+    that demuxes but does not decode). ``options`` go to the encoder (e.g. x264's ``g``, ``bf``)."""
     with av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream(codec, rate=fps)
+        stream = output.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.time_base = Fraction(1, fps)
         written = 0

@@ -18,18 +18,18 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 # PyAV before decord: decord loads its own, older FFmpeg and libvpx with RTLD_GLOBAL, and libvpx
 # (unversioned symbols) then shadows PyAV's, whose VP8/VP9 encoders fail ("ABI version mismatch").
 import av
-import decord
 import numpy as np
 import pyarrow.fs
 
 from .sources import VideoDecodeError, brief, local_file
 from .worker import Worker
 from .pixels import center_crop, decode_size, model_preprocessing, preprocess
+from .readers import INTERPOLATIONS, READERS, EndedEarly
 
 # The preprocessing functions live in centerclip.media.pixels and import torch and open_clip when
 # called: decoding processes (Ray decoders, the isolated decode worker and its fork server) never
@@ -52,13 +52,41 @@ class Limits:
     max_bytes: int = 8 << 30  # also bounds the temporary copy of a remote file
 
 
+SKIPS = ("none", "unneeded")
+SNAPS = ("none", "reference", "keyframe")
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
+    """Which frames a clip takes, and how the decoder gets them.
+
+    ``frames`` spread over the window, at ``size`` px shortest side. The rest changes what it
+    costs (centerclip.media.readers; RESULTS.md, "Decoding less"):
+
+    - ``threads``: decoder threads per process (0: FFmpeg's choice, one per core). One thread
+      costs the fewest CPU-seconds; more only shorten the wall time of one video.
+    - ``skip="unneeded"``: the decoder skips every frame no sampled frame depends on (FFmpeg's
+      skip_frame: non-reference frames, and whole GOPs between sampled frames). Exact frames.
+    - ``seek``: jump over GOPs no sampled frame needs instead of reading through them.
+    - ``snap``: take the nearest reference frame (``reference``) or keyframe (``keyframe``)
+      instead of the exact one, moved by at most ``max_shift`` of the sampling stride; a frame
+      that none is near enough to is decoded exactly.
+    - ``interpolation``: the scaler of the kept frames (FFmpeg's swscale).
+
+    Every option but ``threads`` needs the PyAV backend, which then goes first.
+    """
+
     frames: int = 12
     size: int = 224  # decoded frames have this shortest side: the model's input size
     max_fps: float | None = None  # sample at most this many distinct frames per second
     backends: tuple[str, ...] = ("decord", "pyav")  # tried in order until one decodes
     limits: Limits = field(default_factory=Limits)
+    threads: int = 0
+    skip: str = "none"
+    seek: bool = False
+    snap: str = "none"
+    max_shift: float = 0.5  # a fraction of the sampling stride
+    interpolation: str = "bicubic"
 
     def __post_init__(self):
         if self.frames < 1 or self.size < 1:
@@ -68,6 +96,40 @@ class SamplingConfig:
         unknown = set(self.backends) - set(READERS)
         if unknown or not self.backends:
             raise ValueError(f"backends must be a non-empty subset of {sorted(READERS)}, got {self.backends}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads must be 0 (FFmpeg's choice) or more, got {self.threads!r}")
+        for name, value, allowed in (("skip", self.skip, SKIPS), ("snap", self.snap, SNAPS),
+                                     ("interpolation", self.interpolation, tuple(INTERPOLATIONS))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not 0 <= self.max_shift <= 1:
+            raise ValueError(f"max_shift must be between 0 and 1 (of the sampling stride), got {self.max_shift}")
+        if self.planned and "pyav" not in self.backends:
+            raise ValueError("skip, seek, snap and interpolation need the pyav backend")
+
+    @property
+    def planned(self) -> bool:
+        """Whether decoding follows a plan (PyAV), rather than every frame in order."""
+        return self.skip != "none" or self.seek or self.snap != "none" or self.interpolation != "bicubic"
+
+    @classmethod
+    def parse_options(cls, text: str, **values: Any) -> SamplingConfig:
+        """``threads=1,skip=unneeded,seek,snap=reference,max_shift=0.5`` (the CLIs' ``--decode``)."""
+        types = {"threads": int, "skip": str, "seek": bool, "snap": str, "max_shift": float, "interpolation": str}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = item.partition("=")
+            if name not in types:
+                raise ValueError(f"unknown decode option {name!r}; the options are {', '.join(types)}")
+            if types[name] is bool:
+                if value.lower() not in ("", "1", "true", "yes", "0", "false", "no"):
+                    raise ValueError(f"{name} takes no value or true/false, got {value!r}")
+                values[name] = value.lower() in ("", "1", "true", "yes")
+            else:
+                try:
+                    values[name] = types[name](value)
+                except ValueError:
+                    raise ValueError(f"decode option {name} needs a{'n integer' if types[name] is int else ' number' if types[name] is float else ' value'}, got {value!r}") from None
+        return cls(**values)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SamplingConfig:
@@ -173,72 +235,6 @@ def _check_limits(path: str, info: VideoInfo, limits: Limits) -> None:
         raise VideoDecodeError(path, f"too long: {info.duration:.0f}s exceeds the limit of {limits.max_duration:.0f}s")
 
 
-class _DecordReader:
-    def __init__(self, path: str, width: int, height: int):
-        self._reader = decord.VideoReader(path, width=width, height=height)
-        self.frames = len(self._reader)
-        self.fps = float(self._reader.get_avg_fps())
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        return self._reader.get_batch(indices.tolist()).asnumpy()
-
-
-class _PyAVReader:
-    """Decodes sequentially: PyAV is the fallback, and one pass serves every moment of a video.
-
-    A packet of size zero with a timestamp is a frame that repeats the one before (Theora writes
-    them for still scenes, NUT and AVI keep them): it is counted and read as that frame, never
-    sent to the decoder, which refuses it ("Invalid argument"). The empty packet without a
-    timestamp that ends the stream flushes the decoder."""
-
-    def __init__(self, path: str, width: int, height: int):
-        self._path, self._width, self._height = path, width, height
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            self.fps = float(stream.average_rate or stream.guessed_rate or 0)
-            # Headers omit the count (WebM) or overstate it (truncated files); demuxing counts the
-            # frames actually there without decoding them, as decord does when it opens a file.
-            self.frames = sum(1 for packet in container.demux(stream) if packet.size or packet.pts is not None)
-
-    def _frames(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        last = None
-        for packet in container.demux(stream):
-            if not packet.size and packet.pts is not None:
-                if last is not None:
-                    yield last
-                continue
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:  # a damaged packet: the frames around it still decode
-                continue
-            for last in frames:
-                yield last
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        out = np.empty((len(indices), self._height, self._width, 3), np.uint8)
-        position = decoded = 0
-        with av.open(self._path) as container:
-            for decoded, frame in enumerate(self._frames(container), 1):
-                if decoded - 1 == indices[position]:
-                    out[position] = frame.to_ndarray(
-                        width=self._width, height=self._height, format="rgb24", interpolation="BICUBIC")
-                    position += 1
-                    if position == len(indices):
-                        return out
-            raise _EndedEarly(decoded)
-
-
-class _EndedEarly(Exception):
-    """Fewer frames decode than the container holds packets for (a truncated or damaged file)."""
-
-    def __init__(self, decoded: int):
-        super().__init__(f"only {decoded} frames decode")
-        self.decoded = decoded
-
-
-READERS = {"decord": _DecordReader, "pyav": _PyAVReader}
 
 Windows = Callable[[float], list[tuple[float, float | None]]]
 
@@ -255,35 +251,39 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
         raise VideoDecodeError(path, "cannot decode: no frame size in the header")
     _check_limits(path, header, config.limits)
     width, height = decode_size(header.width, header.height, config.size)
-    backends = sorted(config.backends, key=lambda name: container in _SEQUENTIAL_FIRST and name != "pyav")
+    sequential = container in _SEQUENTIAL_FIRST or config.planned
+    backends = sorted(config.backends, key=lambda name: sequential and name != "pyav")
     failures = []
     for name in backends:
         try:
-            reader = READERS[name](path, width, height)
+            reader = READERS[name](path, width, height, config)
             info = replace(header, frames=reader.frames, fps=reader.fps)
             try:
                 plan = _plan(path, info, config, windows_for)
-                decoded = reader.read(plan[-1])
-            except _EndedEarly as short:
+                decoded, used = reader.read(*plan[-2:])
+            except EndedEarly as short:
                 # Sample within the frames that do decode.
                 plan = _plan(path, replace(info, frames=short.decoded), config, windows_for)
-                decoded = reader.read(plan[-1])
-            info, windows, plans, unique = plan
+                decoded, used = reader.read(*plan[-2:])
+            info, windows, plans, unique, _ = plan
         except VideoDecodeError:
             raise
         except Exception as error:  # noqa: BLE001 - any decoder failure means: try the next one
             failures.append(f"{name}: {brief(error)}")
             continue
-        return [
-            Clip(decoded[np.searchsorted(unique, indices)], mask, indices / info.fps,
-                 min(start, info.duration), end, info, name)
-            for (start, end), (indices, mask) in zip(windows, plans)
-        ]
+        clips = []
+        for (start, end), (indices, mask) in zip(windows, plans):
+            slots = np.searchsorted(unique, indices)
+            taken = used[slots]  # the frames really handed over: a snap may have moved them
+            clips.append(Clip(decoded[slots], mask & np.r_[True, taken[1:] != taken[:-1]], taken / info.fps,
+                              min(start, info.duration), end, info, name))
+        return clips
     raise VideoDecodeError(path, "cannot decode: " + "; ".join(failures))
 
 
 def _plan(path: str, info: VideoInfo, config: SamplingConfig, windows_for: Windows):
-    """(info with its duration, windows, (indices, mask) per window, the frames to decode)."""
+    """(info with its duration, windows, (indices, mask) per window, the frames to decode, and
+    how far a snap may move each: ``max_shift`` of the smallest sampling stride that takes it)."""
     if info.frames < 1 or not info.fps > 0:
         raise RuntimeError(f"{info.frames} frames at {info.fps} fps")
     info = replace(info, duration=info.frames / info.fps)
@@ -292,8 +292,13 @@ def _plan(path: str, info: VideoInfo, config: SamplingConfig, windows_for: Windo
                for start, end in windows_for(info.duration)]
     plans = [sample_indices(info.frames, info.fps, config.frames, start, end, config.max_fps)
              for start, end in windows]
-    return info, windows, plans, np.unique(np.concatenate([indices for indices, _ in plans]))
-
+    unique = np.unique(np.concatenate([indices for indices, _ in plans]))
+    bounds = np.full(len(unique), np.iinfo(np.int64).max)
+    for (start, end), (indices, mask) in zip(windows, plans):
+        stride = (end - start) * info.fps / mask.sum()
+        slots = np.searchsorted(unique, indices)
+        bounds[slots] = np.minimum(bounds[slots], int(config.max_shift * stride))
+    return info, windows, plans, unique, bounds
 
 def _check_window(start: float | None, end: float | None) -> None:
     if (start or 0.0) < 0 or (end is not None and end <= (start or 0.0)):
