@@ -1,116 +1,344 @@
-"""12-frame sampling throughput, decord vs PyAV, on generated 10 s H.264 videos.
+"""Decoding cost per SamplingConfig option, where the time goes, and what each option does to
+embeddings and retrieval.
 
-    python benchmarks/bench_decode.py [--seconds 3]
+    python benchmarks/bench_decode.py [--repeats 2] [--files cityCC0.mpg ...] [--retrieval-videos 5000]
 
-For each size (320x240, 640x360) and keyframe interval (250 = one keyframe, 30), it writes a
-video, then times ``sample_clip`` (12 frames at 224 px shortest side, probing included) with each
-backend in this process, and decord through an isolated ``Decoder`` to show what the worker
-costs. Prints a Markdown section for benchmarks/RESULTS.md.
+Inputs, generated here (bench_sizing's H.264 generator: libx264 veryfast, 30 fps, a drifting
+textured background with moving discs): 640x360 x 30 s and 1280x720 x 2 min at x264's default
+GOP (keyint 250, the long GOP), and the same two at keyint 30 (the short GOP), plus any --files.
+
+1. **Where the time goes** (PyAV, one thread, each packet's decode timed on its own): demuxing;
+   decoding the sampled frames; decoding reference frames that are needed only to reach them;
+   decoding frames nobody needs; converting and scaling the sampled frames.
+2. **Cost**: the indexer's own decoding call (``index_clips`` in the isolated ``Decoder`` worker:
+   12 frames at 224 px for the whole video and per 10 s moment, thumbnails included), in videos
+   per CPU-second of the worker and this process (and by the wall clock), median of --repeats.
+3. **Embeddings**: cosine between each option's clip embeddings and the exact path's (the built-in
+   model), whole video and moments apart.
+4. **Retrieval**: a held-out synthetic set (seed 1: no video of it was trained on), its test split
+   re-encoded at 224x224 (so decoding scales, as it does for real videos) with three B-frames
+   between references and a keyframe every second (so snapping has frames to move), decoded with
+   each option and searched with the built-in model: R@1, R@5, MnR and each one's difference
+   from the exact path with a paired bootstrap interval. An option may be the default only if
+   every interval holds 0 (the issue's rule); the embedding cosines are reported beside.
+
+Writes benchmarks/results/decode.json (every figure) and prints a Markdown section; the last line
+is ``decode: 720p-2min exact=A fastest-default=B videos/CPU-s (B/A = Nx), R@1 delta D [lo, hi]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
-import subprocess
-import tempfile
+import shutil
+import statistics
+import sys
 import time
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
-import av  # before decord: see centerclip/video.py
-import decord
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from centerclip.media.decoding import Decoder, SamplingConfig, sample_clip
+import av  # noqa: E402  (before decord: see centerclip/media/decoding.py)
+import numpy as np  # noqa: E402
 
-FPS, SECONDS = 25, 10
-SIZES = [(320, 240), (640, 360)]
-GOPS = [250, 30]
+from bench_sizing import cpu_seconds, generate  # noqa: E402
+from centerclip.index.decode_stage import DecodeVideos  # noqa: E402
+from centerclip.index.job import MomentConfig  # noqa: E402
+from centerclip.media.decoding import SamplingConfig, _plan, _probe_header, decode_size, moments  # noqa: E402
+
+INPUTS = {"360p-30s": (640, 360, 30, None), "720p-2min": (1280, 720, 120, None),
+          "360p-30s-gop30": (640, 360, 30, 30), "720p-2min-gop30": (1280, 720, 120, 30)}
+# name: (backends, --decode options). "exact" is the default before this benchmark; each lever
+# is then added on its own to PyAV at one thread, then in combinations.
+OPTIONS = {
+    "exact": (("decord", "pyav"), ""),
+    "decord threads=1": (("decord", "pyav"), "threads=1"),
+    "pyav threads=1": (("pyav",), "threads=1"),
+    "skip": (("pyav",), "threads=1,skip=unneeded"),
+    "seek": (("pyav",), "threads=1,seek"),
+    "snap=reference": (("pyav",), "threads=1,snap=reference"),
+    "snap=keyframe": (("pyav",), "threads=1,snap=keyframe"),
+    "bilinear": (("pyav",), "threads=1,interpolation=bilinear"),
+    "skip+seek": (("pyav",), "threads=1,skip=unneeded,seek"),
+    "skip+seek+bilinear": (("pyav",), "threads=1,skip=unneeded,seek,interpolation=bilinear"),
+    "skip+reference": (("pyav",), "threads=1,skip=unneeded,snap=reference"),
+    "skip+seek+keyframe": (("pyav",), "threads=1,skip=unneeded,seek,snap=keyframe"),
+    "skip+seek+keyframe+bilinear": (("pyav",), "threads=1,skip=unneeded,seek,snap=keyframe,interpolation=bilinear"),
+}
+EXACT_FRAMES = {"exact", "decord threads=1", "pyav threads=1", "skip", "seek", "skip+seek"}  # same frames, by design
+HEADLINE = "720p-2min"
 
 
-def scene(index: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A drifting gradient, a moving square and light noise: motion and texture for the encoder."""
-    y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([(x + 3 * index) % 256, (y + 2 * index) % 256, (x + y) // 4 % 256], -1).astype(np.int16)
-    side = height // 4
-    top, left = (index * 3) % (height - side), (index * 5) % (width - side)
-    image[top:top + side, left:left + side] = (255, 255, 255)
-    image += rng.integers(-6, 7, image.shape, dtype=np.int16)
-    return np.clip(image, 0, 255).astype(np.uint8)
+# Every option spelled out over these, so that a row means the same whatever SamplingConfig's defaults.
+BEFORE = {"threads": 0, "skip": "none", "seek": False, "snap": "none", "max_shift": 0.5, "interpolation": "bicubic"}
 
 
-def write(path: Path, width: int, height: int, gop: int) -> int:
-    """Write the video; return its number of keyframes, read back from the file."""
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as output:
-        stream = output.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.gop_size = gop
-        stream.options = {"sc_threshold": "0"}  # no extra keyframes at scene cuts
-        for index in range(FPS * SECONDS):
-            output.mux(stream.encode(av.VideoFrame.from_ndarray(scene(index, width, height, rng), format="rgb24")))
-        output.mux(stream.encode())
+def sampling(name: str, **values) -> SamplingConfig:
+    backends, options = OPTIONS[name]
+    return SamplingConfig.parse_options(options, backends=backends, **BEFORE, **values)
+
+
+# --- 1. Where the time goes -----------------------------------------------------------------
+
+
+def profile(path: Path) -> dict:
+    """Seconds of one-threaded PyAV decoding of the exact sampled frames of the indexer's call, by
+    what each packet's frame is for (its decode call timed alone: with one thread a packet's
+    decode is its frame's work, give or take the reordering delay)."""
+    header, _ = _probe_header(str(path))
+    width, height = decode_size(header.width, header.height, 224)
+    config = MomentConfig()
+
+    def windows(duration):
+        return [(0.0, None)] + (moments(duration, config.length, config.stride) if duration >= config.min_duration else [])
+
+    began = time.process_time()
     with av.open(str(path)) as container:
-        return sum(packet.is_keyframe for packet in container.demux(video=0))
+        packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.pts is not None]
+    demux = time.process_time() - began
+    order = sorted(pts for pts, _ in packets)
+    index = {pts: i for i, pts in enumerate(order)}
+    info = _plan(str(path), replace(header, frames=len(order)), SamplingConfig(), windows)
+    targets = set(info[3].tolist())
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        references = {index[frame.pts] for frame in container.decode(stream)}
+    keyframes = sorted(index[pts] for pts, key in packets if key)
+    # Frames needed to reach a target: reference frames from the keyframe before it up to it.
+    needed = set()
+    for target in targets:
+        start = max([key for key in keyframes if key <= target], default=0)
+        needed.update(i for i in range(start, target) if i in references)
+    seconds = {"demux": demux, "sampled frames": 0.0, "references to reach them": 0.0, "frames nobody needs": 0.0}
+    kept = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "SLICE", 1
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            began = time.thread_time()
+            frames = packet.decode()
+            spent = time.thread_time() - began
+            i = index[packet.pts]
+            kind = "sampled frames" if i in targets else "references to reach them" if i in needed else "frames nobody needs"
+            seconds[kind] += spent
+            kept += [frame for frame in frames if index.get(frame.pts) in targets]
+    began = time.process_time()
+    for frame in kept:
+        frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+    seconds["convert and scale the sampled frames (bicubic)"] = time.process_time() - began
+    return {"frames": len(order), "sampled": len(targets), "needed references": len(needed),
+            "references": len(references), "keyframes": len(keyframes), "seconds": seconds}
 
 
-def throughput(decode, seconds: float) -> float:
-    """Videos per second over at least ``seconds`` of repeated decoding, after one warm-up call."""
-    decode()
-    count, began = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - began) < seconds or count < 3:
-        decode()
-        count += 1
-    return count / elapsed
+# --- 2. Cost --------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+def cost(path: Path, name: str, repeats: int) -> dict:
+    """Videos per CPU-second (worker + this process) and per wall second, median of ``repeats``,
+    and the clips of the last call."""
+    stage = DecodeVideos(sampling=sampling(name, frames=12, size=224), moments=MomentConfig())
+    try:
+        clips = stage.clips(str(path))  # starts the worker: not timed
+        worker = stage.decoder._process.pid
+        cpu, wall = [], []
+        for _ in range(repeats):
+            began, used = time.perf_counter(), cpu_seconds(worker) + time.process_time()
+            clips = stage.clips(str(path))
+            cpu.append(cpu_seconds(worker) + time.process_time() - used)
+            wall.append(time.perf_counter() - began)
+        return {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall), "frames": clips[0]}
+    finally:
+        stage.decoder.close()
 
 
-def main(seconds: float = 3.0) -> list[dict]:
-    configs = {name: SamplingConfig(frames=12, size=224, backends=(name,)) for name in ("decord", "pyav")}
-    rows = []
-    with tempfile.TemporaryDirectory() as root, Decoder() as decoder:
-        for width, height in SIZES:
-            for gop in GOPS:
-                path = Path(root) / f"{width}x{height}_gop{gop}.mp4"
-                keyframes = write(path, width, height, gop)
-                row = {"video": f"{width}x{height}", "gop": gop, "keyframes": keyframes}
-                for name, config in configs.items():
-                    row[name] = throughput(lambda: sample_clip(path, config), seconds)
-                row["isolated"] = throughput(lambda: decoder.sample_clip(path, configs["decord"]), seconds)
-                rows.append(row)
-                print(row, flush=True)
-    return rows
+# --- 3. Embeddings ----------------------------------------------------------------------------
 
 
-def report(rows: list[dict], seconds: float) -> str:
-    lines = [
-        "## Decoding: 12-frame sampling, decord vs PyAV",
-        "",
-        f"Command: `python benchmarks/bench_decode.py --seconds {seconds:g}`",
-        f"Machine: {cpu_model()}, {len(__import__('os').sched_getaffinity(0))} CPU cores, no GPU; "
-        f"Python {platform.python_version()}, decord {decord.__version__}, PyAV {av.__version__}.",
-        f"Videos: {SECONDS} s at {FPS} fps ({FPS * SECONDS} frames), H.264 (libx264), generated by the script. "
-        "Each call is `sample_clip` with 12 frames at 224 px shortest side, probe included, in-process; "
-        "\"decord, isolated\" goes through `Decoder` (worker process).",
-        "",
-        "| video | gop | keyframes | decord videos/s | PyAV videos/s | decord / PyAV | decord, isolated videos/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['video']} | {row['gop']} | {row['keyframes']} | {row['decord']:.1f} | {row['pyav']:.1f} "
-            f"| {row['decord'] / row['pyav']:.2f} | {row['isolated']:.1f} |")
+def embed(encoder, frames: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return encoder.encode_video(encoder.preprocess(torch.from_numpy(np.ascontiguousarray(frames)))).numpy()
+
+
+# --- 4. Retrieval -----------------------------------------------------------------------------
+
+
+def retrieval_set(cache: Path, videos: int) -> Path:
+    """The held-out synthetic set's test split, re-encoded at 224 px with B-frames and 1 s GOPs."""
+    from centerclip.datasets.synthetic import ensure_synthetic
+
+    source = ensure_synthetic(cache / f"synthetic-seed1-{videos}", videos, seed=1)
+    out = cache / f"synthetic-seed1-{videos}-224px-gop1s-bf3"
+    if (out / "done").is_file():
+        return out
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(source):
+        if (source / name).is_file():
+            shutil.copy(source / name, out / name)
+    from centerclip.datasets import load
+
+    table = load("synthetic", str(source), "test")
+    for video_id in table["video_id"].to_pylist():
+        target = out / "videos" / f"{video_id}.mp4"
+        if target.is_file():
+            continue
+        with av.open(str(source / "videos" / f"{video_id}.mp4")) as given, av.open(str(target), "w") as written:
+            rate = int(given.streams.video[0].average_rate)
+            params = f"keyint={rate}:min-keyint={rate}:bframes=3:b-adapt=0:b-pyramid=normal"
+            stream = written.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18", "x264-params": params})
+            stream.width, stream.height, stream.pix_fmt = 224, 224, "yuv420p"
+            for number, frame in enumerate(given.decode(video=0)):
+                frame = frame.reformat(width=224, height=224, format="yuv420p", interpolation="BICUBIC")
+                frame.pts, frame.time_base = number, Fraction(1, rate)
+                frame.pict_type = av.video.frame.PictureType.NONE  # the source's I/P types would force x264's
+                written.mux(stream.encode(frame))
+            written.mux(stream.encode())
+    (out / "done").write_text("")
+    return out
+
+
+def text_to_video_ranks(encoder, data) -> np.ndarray:
+    import torch
+
+    from centerclip.train.evaluation import embed_captions, embed_videos
+    from centerclip.train.metrics import ranks
+
+    with torch.inference_mode():
+        videos = embed_videos(encoder, data, np.arange(len(data)))
+        captions, caption_video = embed_captions(encoder, data)
+    positives = torch.from_numpy(caption_video)[:, None] == torch.arange(len(videos))[None, :]
+    return ranks(captions @ videos.T, positives).numpy()
+
+
+def retrieval(encoder, root: Path, names: list[str]) -> dict:
+    from centerclip.datasets import load
+    from centerclip.media.frames import decode_split
+    from centerclip.train.metrics import paired_differences, summarise
+
+    table = load("synthetic", str(root), "test")
+    results, exact = {}, None
+    for name in names:
+        data, failures = decode_split(table, sampling(name, frames=encoder.frames, size=encoder.image_size[0]))
+        if failures:
+            raise SystemExit(f"{name}: {len(failures)} videos failed to decode, the first: {failures[0]}")
+        ranks = text_to_video_ranks(encoder, data)
+        exact = ranks if exact is None else exact
+        results[name] = {"queries": len(ranks), **summarise(ranks),
+                         "difference": {metric: paired_differences(exact, ranks, resamples=2000)[metric]
+                                        for metric in ("R@1", "R@5", "MnR")}}
+        print(f"retrieval {name}: R@1 {results[name]['R@1']:.2f} R@5 {results[name]['R@5']:.2f} "
+              f"MnR {results[name]['MnR']:.2f}; R@1 delta {results[name]['difference']['R@1']}", flush=True)
+    return results
+
+
+def holds_zero(result: dict) -> bool:
+    return all(low <= 0 <= high for _, low, high in result["difference"].values())
+
+
+# --- Report -------------------------------------------------------------------------------------
+
+
+def report(results: dict, args) -> str:
+    load = results["load"]
+    lines = ["## Decoding less: where the time goes, and each option's cost and quality", "",
+             f"Command: `python benchmarks/bench_decode.py --repeats {args.repeats}"
+             + "".join(f" --files {Path(f).name}" for f in args.files) + f" --retrieval-videos {args.retrieval_videos}`. "
+             f"Machine: {results['machine']}; load average {load[0]:.2f} before, {load[1]:.2f} after. "
+             "Raw figures: `benchmarks/results/decode.json`.", "",
+             "### Where the time goes (PyAV, one thread, exact sampled frames of the indexer's call; CPU-seconds)", "",
+             "| input | frames | sampled | demux | sampled frames | references to reach them | frames nobody needs "
+             "| convert + scale sampled | keyframes | reference frames |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, item in results["profile"].items():
+        s = item["seconds"]
+        lines.append(f"| {name} | {item['frames']} | {item['sampled']} | {s['demux']:.2f} | {s['sampled frames']:.2f} "
+                     f"| {s['references to reach them']:.2f} | {s['frames nobody needs']:.2f} "
+                     f"| {s['convert and scale the sampled frames (bicubic)']:.2f} | {item['keyframes']} | {item['references']} |")
+    inputs = list(results["cost"])
+    lines += ["", "### Videos per CPU-second (the indexer's decoding call in its worker; x = against `exact`)", "",
+              "| option | `--decode` | " + " | ".join(inputs) + " | embedding cosine, min (whole / moments) |",
+              "|---|---|" + "---|" * len(inputs) + "---|"]
+    for option in OPTIONS:
+        cells = []
+        for name in inputs:
+            rate, base = 1 / results["cost"][name][option]["cpu_s"], 1 / results["cost"][name]["exact"]["cpu_s"]
+            cells.append(f"{rate:.3f} ({rate / base:.2f}x)")
+        cos = results["cosine"][option]
+        lines.append(f"| {option} | `{OPTIONS[option][1]}` | " + " | ".join(cells)
+                     + f" | {cos['whole']:.4f} / {cos['moments']:.4f} |")
+    lines += ["", f"### Retrieval: held-out synthetic set re-encoded with B-frames and 1 s GOPs "
+              f"({results['retrieval'][next(iter(results['retrieval']))]['queries']} text->video queries)", "",
+              "| option | R@1 | R@5 | MnR | R@1 delta [95%] | R@5 delta [95%] | MnR delta [95%] | may be default |",
+              "|---|---|---|---|---|---|---|---|"]
+    for option, item in results["retrieval"].items():
+        d = item["difference"]
+        lines.append(f"| {option} | {item['R@1']:.2f} | {item['R@5']:.2f} | {item['MnR']:.2f} | "
+                     + " | ".join(f"{d[m][0]:+.2f} [{d[m][1]:+.2f}, {d[m][2]:+.2f}]" for m in ("R@1", "R@5", "MnR"))
+                     + f" | {'yes' if holds_zero(item) else 'no'} |")
     return "\n".join(lines)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per option and input (median)")
+    parser.add_argument("--files", nargs="*", default=[], help="more inputs: real video files")
+    parser.add_argument("--cache", default=".cache/centerclip/decode", help="where generated inputs are kept")
+    parser.add_argument("--retrieval-videos", type=int, default=5000,
+                        help="size of the held-out synthetic set (its test split, a fifth, is searched)")
+    parser.add_argument("--out", default="benchmarks/results/decode.json", help="where the raw figures go")
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    from centerclip.model.encoder import EncoderConfig, VideoEncoder
+
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+               f"PyAV {av.__version__} (FFmpeg {getattr(av, 'ffmpeg_version_info', '?')})",
+               "load": [os.getloadavg()[0]], "profile": {}, "cost": {}, "cosine": {}}
+    paths = {name: generate(cache / f"h264-{w}x{h}-{s}s-keyint{k or 250}.mp4", w, h, s, k)
+             for name, (w, h, s, k) in INPUTS.items()}
+    paths.update({Path(file).name: Path(file) for file in args.files})
+    encoder = VideoEncoder.create(EncoderConfig(frames=12)).eval()
+    cosines: dict[str, dict[str, list[float]]] = {option: {"whole": [], "moments": []} for option in OPTIONS}
+    for name, path in paths.items():
+        results["profile"][name] = profile(path)
+        print(f"profile {name}: {results['profile'][name]}", flush=True)
+        results["cost"][name] = {}
+        exact_embeddings = None
+        for option in OPTIONS:
+            measured = cost(path, option, args.repeats)
+            frames = measured.pop("frames")
+            embeddings = embed(encoder, frames)
+            exact_embeddings = embeddings if exact_embeddings is None else exact_embeddings
+            similarity = (embeddings * exact_embeddings).sum(-1)
+            cosines[option]["whole"].append(float(similarity[0]))
+            cosines[option]["moments"] += similarity[1:].tolist()
+            results["cost"][name][option] = {**measured, "cosine_whole": float(similarity[0]),
+                                             "cosine_moments_min": float(similarity[1:].min()) if len(similarity) > 1 else None}
+            print(f"cost {name} {option}: {1 / measured['cpu_s']:.3f} videos/CPU-s, {measured['wall_s']:.2f} s wall, "
+                  f"cosine {similarity.min():.4f}", flush=True)
+    results["cosine"] = {option: {kind: min(values) if values else float("nan") for kind, values in kinds.items()}
+                         for option, kinds in cosines.items()}
+    encoder = VideoEncoder.create(EncoderConfig()).eval()
+    results["retrieval"] = retrieval(encoder, retrieval_set(cache, args.retrieval_videos), list(OPTIONS))
+    results["load"].append(os.getloadavg()[0])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(report(results, args))
+    headline = results["cost"][HEADLINE]
+    eligible = [option for option in OPTIONS if holds_zero(results["retrieval"][option])]
+    fastest = min(eligible, key=lambda option: headline[option]["cpu_s"])
+    exact_rate, fastest_rate = 1 / headline["exact"]["cpu_s"], 1 / headline[fastest]["cpu_s"]
+    delta, low, high = results["retrieval"][fastest]["difference"]["R@1"]
+    print(f"fastest option that may be the default: {fastest} (--decode {OPTIONS[fastest][1]!r})")
+    print(f"decode: {HEADLINE} exact={exact_rate:.3f} fastest-default={fastest_rate:.3f} videos/CPU-s "
+          f"(B/A = {fastest_rate / exact_rate:.2f}x), R@1 delta {delta:+.2f} [{low:+.2f}, {high:+.2f}]")
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
-    seconds = parser.parse_args().seconds
-    print(report(main(seconds), seconds))
+    main()

@@ -40,8 +40,9 @@ INPUTS = {"640x360, 30 s": (640, 360, 30), "1280x720, 2 min": (1280, 720, 120)}
 FPS = 30
 
 
-def generate(path: Path, width: int, height: int, seconds: int) -> Path:
-    """A deterministic H.264 test video (written once, then reused)."""
+def generate(path: Path, width: int, height: int, seconds: int, keyint: int | None = None) -> Path:
+    """A deterministic H.264 test video (written once, then reused); ``keyint``: the longest GOP
+    (x264's default is 250 frames, with extra keyframes at scene cuts)."""
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,8 @@ def generate(path: Path, width: int, height: int, seconds: int) -> Path:
     y, x = np.mgrid[0:height, 0:width]
     partial = path.with_suffix(".partial.mp4")
     with av.open(str(partial), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "23"})
+        options = {"preset": "veryfast", "crf": "23", **({"g": str(keyint)} if keyint else {})}
+        stream = container.add_stream("libx264", rate=FPS, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index in range(seconds * FPS):
             t = index / FPS

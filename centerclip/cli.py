@@ -101,6 +101,21 @@ def schedule(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+def decode_options(text: str) -> str:
+    """argparse type: ``--decode`` options (SamplingConfig.parse_options), checked before any work."""
+    from .media.decoding import SamplingConfig  # light: PyAV and decord, no torch
+
+    try:
+        SamplingConfig.parse_options(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return text
+
+
+DECODE_HELP = ("how frames are decoded, comma-separated: threads=N, skip=unneeded, seek, snap=reference|keyframe, "
+               "max_shift=F, interpolation=bicubic|bilinear|area|fast_bilinear (default: %(default)r; README, 'Decoding less')")
+
+
 def positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
     """argparse type: a number above zero (``zero``: or zero)."""
     bound = "at least 0" if zero else "above 0"

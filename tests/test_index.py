@@ -72,6 +72,17 @@ def test_folder_with_good_and_bad_videos_indexes_rows_and_errors(ray_session, co
     assert '"already_indexed": 7' in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_decode_options_index_the_same_rows_and_errors(ray_session, corpus, tmp_path):
+    """--decode reaches the isolated decoders: the planned path indexes every video and moment,
+    and the files that cannot be decoded still end in the errors table."""
+    db = str(tmp_path / "db")
+    summary = index.main([str(corpus), "--db", db, *MODEL, "--moments-after", "20",
+                          "--decode", "threads=1,skip=unneeded,seek,snap=keyframe"])
+    assert (summary["videos"], summary["moments"], summary["errors"]) == (7, 3, 3)
+    errors = {Path(row["uri"]).name: row["stage"] for row in Store.open(db).errors().to_pylist()}
+    assert errors == {"empty.mp4": "decode", "notes.mp4": "decode", "cut.mp4": "decode"}
+
+
 def test_the_summary_counts_and_labels_as_the_progress_line_does(ray_session, corpus, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

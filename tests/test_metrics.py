@@ -131,3 +131,22 @@ def test_metrics_carry_intervals_and_reject_an_unknown_protocol():
         assert {"R@1_low", "R@1_high", "MdR_low", "MdR_high", "MnR_low", "MnR_high"} <= set(results[direction])
     with pytest.raises(ValueError, match="unknown video->text protocol 'per-video'"):
         retrieval_metrics(video, video, torch.arange(30), video_to_text="per-video")
+
+
+def test_paired_differences_see_a_small_shift_that_separate_intervals_miss():
+    from centerclip.train.metrics import paired_differences
+
+    rng = np.random.default_rng(0)
+    baseline = rng.geometric(0.4, 2000)  # about 40% at rank 1
+    # The same queries, 3% of them one rank worse: R@1 falls by at most 3 points, every time.
+    worse = baseline + (rng.random(2000) < 0.03)
+    differences = paired_differences(torch.from_numpy(baseline), torch.from_numpy(worse), resamples=500)
+    delta, low, high = differences["R@1"]
+    assert delta < 0 and low <= delta <= high < 0  # shown, though the unpaired intervals overlap
+    separate = [bootstrap_intervals(torch.from_numpy(r), resamples=500) for r in (baseline, worse)]
+    assert separate[1]["R@1_high"] > separate[0]["R@1_low"]
+    assert differences["MnR"][1] > 0
+    same = paired_differences(torch.from_numpy(baseline), torch.from_numpy(baseline), resamples=200)
+    assert all(value == (0.0, 0.0, 0.0) for value in same.values())
+    with pytest.raises(ValueError, match="same queries"):
+        paired_differences(torch.ones(3), torch.ones(4))

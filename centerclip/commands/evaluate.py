@@ -63,6 +63,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--schedule", action="append", default=[], type=cli.schedule,
                         help="schedule to evaluate, e.g. kmedoids@3:4x49 (repeatable; default: the model's)")
     parser.add_argument("--frames", type=cli.positive(int), help="frames per video (default: the model's)")
+    parser.add_argument("--decode", type=cli.decode_options, default="", help=cli.DECODE_HELP)
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-ranked numbers")
     parser.add_argument("--video-to-text", default="best-caption", choices=("best-caption", "every-caption"),  # metrics.VIDEO_TO_TEXT
                         help="multi-caption video->text protocol: best-caption (published, default) or every-caption")

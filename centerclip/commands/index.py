@@ -49,6 +49,7 @@ def build_parser() -> cli.ArgumentParser:
                              "cluster (default: %(default)s; 0: wait forever)")
     parser.add_argument("--fp32", action="store_true", help="encode in float32 (default: fp16 on GPUs, bfloat16 on CPUs "
                                                            "that compute it natively: half the CPU per video)")
+    parser.add_argument("--decode", type=cli.decode_options, default=IndexJob.decode, help=cli.DECODE_HELP)
     parser.add_argument("--moment-length", type=cli.positive(float), help="moment window in seconds (default: 10; sample set: 3)")
     parser.add_argument("--moment-stride", type=cli.positive(float), help="moment stride in seconds (default: 10; sample set: 3)")
     parser.add_argument("--moments-after", type=float, help="videos at least this long get moments (default: 20; sample set: 6)")

@@ -138,7 +138,7 @@ def stream(job: IndexJob, config: EncoderConfig, shape: ModelShape, sources: lis
     # block, so that every node's actors get work (one block of 40 videos is one decoder's call).
     nodes = len(cluster.nodes)
     batch = job.batch_size if nodes < 2 else max(1, min(job.batch_size, math.ceil(len(sources) / (2 * nodes))))
-    sampling = SamplingConfig(frames=config.frames, size=shape.image_size)
+    sampling = SamplingConfig.parse_options(job.decode, frames=config.frames, size=shape.image_size)
     settings = EncodeSettings(encoder=config, threads=sizes.threads, reduced_precision=not job.fp32)
     # Decoding runs in an isolated process inside each decoder actor, so a crashing file never
     # kills an actor. An actor that dies with its node is not restarted (max_restarts=0): a

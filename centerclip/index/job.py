@@ -47,6 +47,7 @@ class IndexJob:
     prune: bool = False  # remove rows and errors of files no longer under the listed inputs
     retry_errors: bool = False  # try again the inputs that failed and have not changed
     fp32: bool = False  # encode in float32 (default: EncodeSettings.reduced_precision)
+    decode: str = ""  # decoder options (SamplingConfig.parse_options); "": SamplingConfig's defaults
 
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(model=self.model, pretrained=self.pretrained, frames=self.frames,

@@ -29,7 +29,7 @@ import pyarrow.fs
 from .sources import VideoDecodeError, brief, local_file
 from .worker import Worker
 from .pixels import center_crop, decode_size, model_preprocessing, preprocess
-from .readers import INTERPOLATIONS, READERS, EndedEarly
+from .readers import INTERPOLATIONS, READERS, UNINDEXED, EndedEarly
 
 # The preprocessing functions live in centerclip.media.pixels and import torch and open_clip when
 # called: decoding processes (Ray decoders, the isolated decode worker and its fork server) never
@@ -239,11 +239,6 @@ def _check_limits(path: str, info: VideoInfo, limits: Limits) -> None:
 Windows = Callable[[float], list[tuple[float, float | None]]]
 
 
-# Containers without an index: decord seeks in them by timestamps and returns the wrong frames
-# (MPEG-2 program streams, MPEG-TS), so PyAV's sequential decoding goes first.
-_SEQUENTIAL_FIRST = {"mpeg", "mpegts", "mpegvideo"}
-
-
 def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Clip]:
     """Decode the union of the frames of all windows once, then cut it into clips."""
     header, container = _probe_header(path)
@@ -251,8 +246,9 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
         raise VideoDecodeError(path, "cannot decode: no frame size in the header")
     _check_limits(path, header, config.limits)
     width, height = decode_size(header.width, header.height, config.size)
-    sequential = container in _SEQUENTIAL_FIRST or config.planned
-    backends = sorted(config.backends, key=lambda name: sequential and name != "pyav")
+    # PyAV first where decord returns wrong frames (UNINDEXED) and where only PyAV has the options.
+    pyav_first = container in UNINDEXED or config.planned
+    backends = sorted(config.backends, key=lambda name: pyav_first and name != "pyav")
     failures = []
     for name in backends:
         try:

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 # away is decoded exactly.
 REFERENCE_REACH = 4
 
+# Containers without an index: seeking in them goes by timestamps and lands anywhere (MPEG-2
+# program streams, MPEG-TS), so decord returns wrong frames there and a plan never seeks.
+UNINDEXED = {"mpeg", "mpegts", "mpegvideo"}
+
 # FFmpeg's scaler algorithms (sws flags) by the names SamplingConfig takes.
 INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA", "fast_bilinear": "FAST_BILINEAR"}
 
@@ -101,13 +105,14 @@ class PyAVReader:
         with av.open(path) as container:
             stream = container.streams.video[0]
             self.fps = float(stream.average_rate or stream.guessed_rate or 0)
+            self._seek = config.seek and container.format.name not in UNINDEXED
             # Headers omit the count (WebM) or overstate it (truncated files); demuxing counts the
             # frames actually there without decoding them, as decord does when it opens a file.
             packets = [(packet.pts, packet.is_keyframe, packet.size) for packet in container.demux(stream)
                        if packet.size or packet.pts is not None]
         self.frames = len(packets)
         timestamps = [pts for pts, _, _ in packets]
-        self._plannable = plan and (config.skip != "none" or config.snap != "none") and all(
+        self._plannable = plan and (config.skip != "none" or config.snap != "none" or self._seek) and all(
             size for _, _, size in packets) and None not in timestamps and len(set(timestamps)) == len(timestamps)
         if self._plannable:
             self._pts = sorted(timestamps)
@@ -217,7 +222,7 @@ class PyAVReader:
         starts = np.array([run.first for run in runs])
         # After a skipped stretch, frames that come before the run's keyframe (an open GOP's
         # leading pictures) reference what was skipped: they are never handed over.
-        after_gap = np.array([index > 0 and runs[index - 1].last + 1 < run.first if skip or self._config.seek
+        after_gap = np.array([index > 0 and runs[index - 1].last + 1 < run.first if skip or self._seek
                               else False for index, run in enumerate(runs)])
         exact = {}
         for slot, target in zip(slots.tolist(), wanted.tolist()):
@@ -259,7 +264,7 @@ class PyAVReader:
             packets = container.demux(stream)
             sent = -1  # the last decode position sent to the decoder
             for number, run in enumerate(runs):
-                if self._config.seek and number and run.first > sent + 1:
+                if self._seek and number and run.first > sent + 1:
                     for frame in context.decode(None):  # drain: seeking drops the frames in flight
                         take(frame)
                     container.seek(int(self._pts[run.keyframe]), stream=stream, backward=True)

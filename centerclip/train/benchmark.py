@@ -36,13 +36,14 @@ class EvaluateJob:
     ray: bool = False
     batch_size: int = 32
     cache: str = ".cache/centerclip"
+    decode: str = ""  # decoder options (SamplingConfig.parse_options)
 
 
 def load_split(job: EvaluateJob, encoder: VideoEncoder) -> tuple[FrameSet, Path]:
     from ..media.frames import benchmark_split
     from ..media.decoding import SamplingConfig
 
-    sampling = SamplingConfig(frames=encoder.frames, size=encoder.image_size[0])
+    sampling = SamplingConfig.parse_options(job.decode, frames=encoder.frames, size=encoder.image_size[0])
     data = benchmark_split(job.dataset, job.root, job.split, sampling, job.cache, job.synthetic_videos)
     return data, Path(data.frames.filename).parent
 
