@@ -19,8 +19,12 @@ EXACT = ["threads=1", "skip=unneeded", "skip=unneeded,seek", "skip=unneeded,thre
          "snap=keyframe,max_shift=0", "snap=reference,max_shift=0", "skip=unneeded,seek,snap=keyframe,max_shift=0"]
 
 
+# Every frame in order, bicubic: what each option is compared with (options given override it).
+SEQUENTIAL = {"threads": 0, "skip": "none", "seek": False, "snap": "none", "interpolation": "bicubic"}
+
+
 def config(options: str, **values) -> SamplingConfig:
-    return SamplingConfig.parse_options(options, **{"frames": 12, "size": 48, **values})
+    return SamplingConfig.parse_options(options, **{"frames": 12, "size": 48, **SEQUENTIAL, **values})
 
 
 @pytest.fixture(scope="module")
@@ -144,16 +148,25 @@ def test_decode_options_parse_and_explain_their_errors():
     sampling = SamplingConfig.parse_options("threads=1, skip=unneeded,seek,snap=reference,max_shift=0.25", frames=8)
     assert (sampling.threads, sampling.skip, sampling.seek, sampling.snap, sampling.max_shift, sampling.frames) == \
         (1, "unneeded", True, "reference", 0.25, 8)
-    assert SamplingConfig.parse_options("seek=false").seek is False and not SamplingConfig.parse_options("").planned
+    assert SamplingConfig.parse_options("seek=false").seek is False and SamplingConfig.parse_options("") == SamplingConfig()
     for text, message in (("speed=2", "unknown decode option 'speed'"), ("threads=two", "threads needs an integer"),
                           ("snap=scene", "snap must be one of none, reference, keyframe"),
                           ("max_shift=2", "max_shift must be between 0 and 1"), ("seek=maybe", "seek takes no value"),
                           ("threads=-1", "threads must be 0")):
         with pytest.raises(ValueError, match=message):
             SamplingConfig.parse_options(text)
-    with pytest.raises(ValueError, match="need the pyav backend"):
-        SamplingConfig(snap="keyframe", backends=("decord",))
     assert SamplingConfig.from_dict({"snap": "keyframe", "seek": True}).snap == "keyframe"
+
+
+def test_the_default_decodes_the_exact_frames_with_pyav(gop_video):
+    """The default (bench_decode.py's fastest at unchanged retrieval) skips what no sampled frame
+    needs and scales bilinearly: the same frames as every-frame decoding, a different scaler."""
+    default = sample_video(gop_video, SamplingConfig(frames=12, size=48), 10, 10, 20)
+    bilinear = sample_video(gop_video, config("interpolation=bilinear"), 10, 10, 20)
+    for clip, expected in zip(default, bilinear):
+        assert clip.backend == "pyav"
+        np.testing.assert_array_equal(clip.frames, expected.frames)
+        np.testing.assert_array_equal(clip.timestamps, expected.timestamps)
 
 
 def test_threads_one_decodes_the_same_frames_with_decord(gop_video):

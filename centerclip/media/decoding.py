@@ -36,7 +36,7 @@ from .readers import INTERPOLATIONS, READERS, UNINDEXED, EndedEarly
 # load them, 300-450 MB each; encoding processes never load decord and PyAV.
 
 __all__ = [
-    "Clip", "Decoder", "Limits", "SamplingConfig", "VideoDecodeError", "VideoInfo", "center_crop", "decode_size",
+    "Clip", "Decoder", "EXACT", "Limits", "SamplingConfig", "VideoDecodeError", "VideoInfo", "center_crop", "decode_size",
     "model_preprocessing", "moments", "preprocess", "probe", "sample_clip", "sample_indices", "sample_moments",
     "sample_video",
 ]
@@ -61,32 +61,35 @@ class SamplingConfig:
     """Which frames a clip takes, and how the decoder gets them.
 
     ``frames`` spread over the window, at ``size`` px shortest side. The rest changes what it
-    costs (centerclip.media.readers; RESULTS.md, "Decoding less"):
+    costs, not which frames are taken, except ``snap`` (centerclip.media.readers; README,
+    "Decoding less"; the defaults are what bench_decode.py found fastest at unchanged retrieval):
 
     - ``threads``: decoder threads per process (0: FFmpeg's choice, one per core). One thread
       costs the fewest CPU-seconds; more only shorten the wall time of one video.
     - ``skip="unneeded"``: the decoder skips every frame no sampled frame depends on (FFmpeg's
-      skip_frame: non-reference frames, and whole GOPs between sampled frames). Exact frames.
+      skip_frame: non-reference frames, and whole GOPs between sampled frames); ``"none"``
+      decodes every frame.
     - ``seek``: jump over GOPs no sampled frame needs instead of reading through them.
     - ``snap``: take the nearest reference frame (``reference``) or keyframe (``keyframe``)
       instead of the exact one, moved by at most ``max_shift`` of the sampling stride; a frame
       that none is near enough to is decoded exactly.
-    - ``interpolation``: the scaler of the kept frames (FFmpeg's swscale).
+    - ``interpolation``: FFmpeg's scaler for the kept frames.
 
-    Every option but ``threads`` needs the PyAV backend, which then goes first.
+    They apply to PyAV, which goes first when any is set; decord (the fallback) decodes every
+    frame exactly with its own threads and scaler. ``EXACT`` is the configuration before them.
     """
 
     frames: int = 12
     size: int = 224  # decoded frames have this shortest side: the model's input size
     max_fps: float | None = None  # sample at most this many distinct frames per second
-    backends: tuple[str, ...] = ("decord", "pyav")  # tried in order until one decodes
+    backends: tuple[str, ...] = ("pyav", "decord")  # tried in order until one decodes
     limits: Limits = field(default_factory=Limits)
-    threads: int = 0
-    skip: str = "none"
-    seek: bool = False
+    threads: int = 1
+    skip: str = "unneeded"
+    seek: bool = True
     snap: str = "none"
     max_shift: float = 0.5  # a fraction of the sampling stride
-    interpolation: str = "bicubic"
+    interpolation: str = "bilinear"
 
     def __post_init__(self):
         if self.frames < 1 or self.size < 1:
@@ -104,12 +107,10 @@ class SamplingConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not 0 <= self.max_shift <= 1:
             raise ValueError(f"max_shift must be between 0 and 1 (of the sampling stride), got {self.max_shift}")
-        if self.planned and "pyav" not in self.backends:
-            raise ValueError("skip, seek, snap and interpolation need the pyav backend")
 
     @property
-    def planned(self) -> bool:
-        """Whether decoding follows a plan (PyAV), rather than every frame in order."""
+    def pyav_options(self) -> bool:
+        """Whether an option only PyAV follows is set (then PyAV goes first)."""
         return self.skip != "none" or self.seek or self.snap != "none" or self.interpolation != "bicubic"
 
     @classmethod
@@ -137,6 +138,10 @@ class SamplingConfig:
         if isinstance(limits, dict):
             limits = Limits(**limits)
         return cls(**{**values, "backends": tuple(values.get("backends", cls.backends)), "limits": limits})
+
+
+# Decoding as it was before the options: decord first with FFmpeg's threads, every frame, bicubic.
+EXACT = SamplingConfig(backends=("decord", "pyav"), threads=0, skip="none", seek=False, interpolation="bicubic")
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
     _check_limits(path, header, config.limits)
     width, height = decode_size(header.width, header.height, config.size)
     # PyAV first where decord returns wrong frames (UNINDEXED) and where only PyAV has the options.
-    pyav_first = container in UNINDEXED or config.planned
+    pyav_first = container in UNINDEXED or config.pyav_options
     backends = sorted(config.backends, key=lambda name: pyav_first and name != "pyav")
     failures = []
     for name in backends:
