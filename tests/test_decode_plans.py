@@ -5,6 +5,8 @@ files a plan cannot follow still decode every frame."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -174,3 +176,32 @@ def test_threads_one_decodes_the_same_frames_with_decord(gop_video):
     default = sample_clip(gop_video, config("", backends=("decord",)))
     np.testing.assert_array_equal(one.frames, default.frames)
     assert one.backend == "decord"
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory):
+    """tests/data/city-cc0.mpg (real footage, MPEG-2, no index) and the same packets in MP4."""
+    source = Path(__file__).parent / "data" / "city-cc0.mpg"
+    remuxed = tmp_path_factory.mktemp("camera") / "city.mp4"
+    with av.open(str(source)) as given, av.open(str(remuxed), "w") as written:
+        stream = written.add_stream_from_template(given.streams.video[0])
+        for packet in given.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                written.mux(packet)
+    return {"mpeg": source, "mp4": remuxed}
+
+
+@pytest.mark.parametrize("container", ["mpeg", "mp4"])
+def test_real_footage_gives_the_same_frames_planned_or_not(camera, container):
+    every_frame = sample_clip(camera[container], config("interpolation=bilinear", frames=8, size=64))
+    default = sample_clip(camera[container], SamplingConfig(frames=8, size=64))
+    np.testing.assert_array_equal(default.frames, every_frame.frames)
+    np.testing.assert_array_equal(default.timestamps, every_frame.timestamps)
+    assert default.info.frames == 84 and default.frames.shape == (8, 64, 113, 3)
+    keyframes, _ = kinds(camera[container])
+    snapped = sample_clip(camera[container], config("skip=unneeded,seek,snap=keyframe", frames=8, size=64))
+    taken = np.round(snapped.timestamps * 25).astype(int)
+    exact = np.round(every_frame.timestamps * 25).astype(int)
+    assert (np.abs(taken - exact) <= 0.5 * 84 / 8).all() and set(taken[taken != exact].tolist()) <= keyframes
+    assert (taken != exact).any()
