@@ -2,8 +2,8 @@
 
 ``sample_clip`` decodes T frames of one video (or of a [start, end] window of it) and
 ``sample_moments`` the windows of a long video, at a size whose shortest side is the model's input
-size, so no full-resolution frame of a 4K video is ever kept. decord decodes first; PyAV takes over
-when decord cannot (AV1, Theora, sizes decord's scaler rejects). ``preprocess`` then turns the
+size, so no full-resolution frame of a 4K video is ever kept. PyAV decodes first, by a plan that skips
+what no sampled frame needs (centerclip.media.readers); decord takes over when PyAV cannot. ``preprocess`` then turns the
 uint8 frames into the model's normalised input, batched, equal to open_clip's own transform.
 
 Decoders are C libraries fed untrusted files: they can hang (a named pipe, a stalled network
