@@ -211,51 +211,28 @@ class PyAVReader:
         """Decode the runs that ``wanted`` needs and fill ``out[slots]``: with ``reach`` None the
         exact frames, else for each the nearest frame decoded within its reach."""
         skip = self._config.skip != "none"
-        reference = reach is not None
         runs = self._runs(wanted, reach)
         # What the decoder does with the packet at each decode position.
         modes = np.full(self.frames, "ALL" if skip else "DEFAULT", dtype=object)
         for run in runs:
-            modes[run.first:run.last + 1] = "NONREF" if skip or reference else "DEFAULT"
-        if not reference:
+            modes[run.first:run.last + 1] = "NONREF" if skip or reach is not None else "DEFAULT"
+        if reach is None:
             modes[self._position[wanted]] = "DEFAULT"
         starts = np.array([run.first for run in runs])
         # After a skipped stretch, frames that come before the run's keyframe (an open GOP's
         # leading pictures) reference what was skipped: they are never handed over.
-        after_gap = np.array([index > 0 and runs[index - 1].last + 1 < run.first if skip or self._seek
-                              else False for index, run in enumerate(runs)])
-        exact = {}
-        for slot, target in zip(slots.tolist(), wanted.tolist()):
-            exact.setdefault(target, []).append(slot)
-        order = np.argsort(wanted, kind="stable")
-        pending = [0]  # reference mode: the next target (in ``order``) not yet decided
-        last: list = [None, None]  # reference mode: the last trusted frame and its index
-
-        def decide(candidate_index, candidate_frame) -> None:
-            """Reference mode: the target at ``pending`` takes ``last`` or the candidate (nearest)."""
-            position = order[pending[0]]
-            target, near = int(wanted[position]), int(reach[position])
-            options = [(abs(index - target), index, frame) for index, frame in (last, (candidate_index, candidate_frame))
-                       if frame is not None and abs(index - target) <= near]
-            if options:
-                _, index, frame = min(options, key=lambda option: option[:2])
-                out[slots[position]], used[slots[position]] = self._convert(frame), index
-            pending[0] += 1
+        after_gap = [number > 0 and (skip or self._seek) and runs[number - 1].last + 1 < run.first
+                     for number, run in enumerate(runs)]
+        picker = (_Exact(wanted, slots) if reach is None else _Nearest(wanted, reach, slots))
 
         def take(frame: av.VideoFrame) -> None:
             index = self._index.get(frame.pts)
             if index is None:
                 raise _Unplannable()
             run = int(np.searchsorted(starts, self._position[index], side="right")) - 1
-            if run < 0 or (after_gap[run] and index < runs[run].keyframe):
-                return
-            if not reference:
-                for slot in exact.get(index, ()):
-                    out[slot], used[slot] = self._convert(frame), index
-                return
-            while pending[0] < len(order) and wanted[order[pending[0]]] <= index:
-                decide(index, frame)
-            last[:] = index, frame
+            if run >= 0 and not (after_gap[run] and index < runs[run].keyframe):
+                for slot, taken, chosen in picker.offer(index, frame):
+                    out[slot], used[slot] = self._convert(chosen), taken
 
         with av.open(self._path) as container:
             stream = container.streams.video[0]
@@ -272,9 +249,9 @@ class PyAVReader:
                 for packet in packets:
                     if packet.pts is None:
                         break
-                    position = int(self._position[self._index[packet.pts]]) if packet.pts in self._index else None
-                    if position is None:
+                    if packet.pts not in self._index:
                         raise _Unplannable()
+                    position = int(self._position[self._index[packet.pts]])
                     if position <= sent:  # a seek landed before where we were
                         continue
                     sent = position
@@ -289,9 +266,58 @@ class PyAVReader:
                         break
             for frame in context.decode(None):
                 take(frame)
-        if reference:
-            while pending[0] < len(order):
-                decide(-1, None)
+        for slot, taken, chosen in picker.finish():
+            out[slot], used[slot] = self._convert(chosen), taken
+
+
+class _Exact:
+    """Hands over each wanted frame as it comes out of the decoder."""
+
+    def __init__(self, wanted: np.ndarray, slots: np.ndarray):
+        self._slots: dict[int, list[int]] = {}
+        for slot, target in zip(slots.tolist(), wanted.tolist()):
+            self._slots.setdefault(target, []).append(slot)
+
+    def offer(self, index: int, frame: av.VideoFrame) -> list:
+        return [(slot, index, frame) for slot in self._slots.get(index, ())]
+
+    def finish(self) -> list:
+        return []
+
+
+class _Nearest:
+    """Hands over, for each target, the nearest frame within its reach among those the decoder
+    puts out (in presentation order: once a frame passes a target, only it and the frame before
+    can be nearest); ties go to the earlier frame. A target none is near enough to gets nothing."""
+
+    def __init__(self, wanted: np.ndarray, reach: np.ndarray, slots: np.ndarray):
+        order = np.argsort(wanted, kind="stable")
+        self._targets = [(int(wanted[i]), int(reach[i]), int(slots[i])) for i in order]
+        self._next = 0
+        self._last: tuple[int, av.VideoFrame] | None = None
+
+    def _decide(self, candidate: tuple[int, av.VideoFrame] | None) -> list:
+        target, near, slot = self._targets[self._next]
+        self._next += 1
+        options = [(abs(index - target), index, frame) for index, frame in filter(None, (self._last, candidate))
+                   if abs(index - target) <= near]
+        if not options:
+            return []
+        _, index, frame = min(options, key=lambda option: option[:2])
+        return [(slot, index, frame)]
+
+    def offer(self, index: int, frame: av.VideoFrame) -> list:
+        chosen = []
+        while self._next < len(self._targets) and self._targets[self._next][0] <= index:
+            chosen += self._decide((index, frame))
+        self._last = (index, frame)
+        return chosen
+
+    def finish(self) -> list:
+        chosen = []
+        while self._next < len(self._targets):
+            chosen += self._decide(None)
+        return chosen
 
 
 def _nearest(sorted_values: np.ndarray, targets: np.ndarray) -> np.ndarray:
