@@ -2,9 +2,10 @@
 
 ``sample_clip`` decodes T frames of one video (or of a [start, end] window of it) and
 ``sample_moments`` the windows of a long video, at a size whose shortest side is the model's input
-size, so no full-resolution frame of a 4K video is ever kept. PyAV decodes first, by a plan that skips
-what no sampled frame needs (centerclip.media.readers); decord takes over when PyAV cannot. ``preprocess`` then turns the
-uint8 frames into the model's normalised input, batched, equal to open_clip's own transform.
+size, so no full-resolution frame of a 4K video is ever kept. PyAV decodes first, by a plan that
+skips what no sampled frame needs (centerclip.media.readers); decord takes over when PyAV cannot.
+``preprocess`` then turns the uint8 frames into the model's normalised input, batched, equal to
+open_clip's own transform.
 
 Decoders are C libraries fed untrusted files: they can hang (a named pipe, a stalled network
 mount) or crash the process (decord has open segfault reports on corrupt files). The module-level
@@ -129,7 +130,8 @@ class SamplingConfig:
                 try:
                     values[name] = types[name](value)
                 except ValueError:
-                    raise ValueError(f"decode option {name} needs a{'n integer' if types[name] is int else ' number' if types[name] is float else ' value'}, got {value!r}") from None
+                    kind = {int: "an integer", float: "a number"}[types[name]]
+                    raise ValueError(f"decode option {name} needs {kind}, got {value!r}") from None
         return cls(**values)
 
     @classmethod
