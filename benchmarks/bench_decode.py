@@ -93,7 +93,7 @@ def profile(path: Path) -> dict:
     """Seconds of one-threaded PyAV decoding of the exact sampled frames of the indexer's call, by
     what each packet's frame is for (its decode call timed alone: with one thread a packet's
     decode is its frame's work, give or take the reordering delay)."""
-    header, _ = _probe_header(str(path))
+    header, _, _ = _probe_header(str(path))
     width, height = decode_size(header.width, header.height, 224)
     config = MomentConfig()
 

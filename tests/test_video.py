@@ -391,3 +391,25 @@ def test_names_that_are_not_utf8_decode_from_their_uri(videos, tmp_path, decoder
     assert uri_from_path(videos["h264"]) == str(videos["h264"]) and path_from_uri("s3://b/k.mp4") is None
     assert indices_shown(decoder.sample_clip(uri, CONFIG)) == [2, 7, 12, 17, 22, 27]
     assert indices_shown(sample_clip(os.fsdecode(path), CONFIG)) == [2, 7, 12, 17, 22, 27]
+
+
+def test_a_faststart_file_cut_short_is_refused_with_what_is_missing(tmp_path):
+    """An index at the front survives a cut: the header still lists every frame. What is left must
+    not be indexed as the whole video (issue 25): it is an error naming both lengths."""
+    written = write_video(tmp_path / "whole.mp4", codec="mpeg4", frames=200, width=160, height=120,
+                          options={"b": "4M"})
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(written)) as given, av.open(str(faststart), "w", container_options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(given.streams.video[0])
+        for packet in given.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    data = faststart.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # the index is at the front
+    assert sample_clip(faststart, CONFIG).info.frames == 200
+    cut = truncate(faststart, tmp_path / "cut.mp4", 0.4)
+    for config in (CONFIG, DECORD_FIRST):
+        with pytest.raises(VideoDecodeError, match=r"cut short: its index lists 200 frames \(20\.0 s\) but the file "
+                                                   r"holds \d+ \((\d+\.\d) s\)"):
+            sample_clip(cut, config)

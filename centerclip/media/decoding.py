@@ -213,8 +213,9 @@ def _probe_local(path: str) -> VideoInfo:
     return _probe_header(path)[0]
 
 
-def _probe_header(path: str) -> tuple[VideoInfo, str]:
-    """The header's VideoInfo and the container format's name."""
+def _probe_header(path: str) -> tuple[VideoInfo, str, int]:
+    """The header's VideoInfo, the container format's name, and the number of frames its index
+    lists (MP4, MOV; 0 where the container keeps no count)."""
     try:
         container = av.open(path)
     except (av.FFmpegError, OSError) as error:
@@ -231,7 +232,7 @@ def _probe_header(path: str) -> tuple[VideoInfo, str]:
         frames = stream.frames or round(duration * fps)
         context = stream.codec_context
         info = VideoInfo(frames, fps, duration, context.width, context.height, stream.codec.canonical_name)
-        return info, container.format.name
+        return info, container.format.name, stream.frames or 0
 
 
 def _check_limits(path: str, info: VideoInfo, limits: Limits) -> None:
@@ -248,7 +249,7 @@ Windows = Callable[[float], list[tuple[float, float | None]]]
 
 def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Clip]:
     """Decode the union of the frames of all windows once, then cut it into clips."""
-    header, container = _probe_header(path)
+    header, container, listed = _probe_header(path)
     if not header.width or not header.height:
         raise VideoDecodeError(path, "cannot decode: no frame size in the header")
     _check_limits(path, header, config.limits)
@@ -261,6 +262,14 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
         try:
             reader = READERS[name](path, width, height, config)
             info = replace(header, frames=reader.frames, fps=reader.fps)
+            held = reader.frames / reader.fps if reader.fps > 0 else 0.0
+            if listed and reader.frames < 0.99 * listed - 1 and held < 0.99 * header.duration - 0.1:
+                # An index at the front (faststart) outlives a cut: what is left would be indexed
+                # as if it were the whole video. Both the frame count and the duration must say so
+                # (an edit list can hide frames from the demuxer, but then shortens the duration).
+                raise VideoDecodeError(path, f"cut short: its index lists {listed} frames ({listed / reader.fps:.1f} s) "
+                                             f"but the file holds {reader.frames} ({held:.1f} s); "
+                                             "a copy or upload still being written? It is tried again once it changes")
             try:
                 plan = _plan(path, info, config, windows_for)
                 decoded, used = reader.read(*plan[-2:])
