@@ -27,6 +27,7 @@ Only frames handed over are converted to RGB and scaled, and only after decoding
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
@@ -128,10 +129,8 @@ class PyAVReader:
 
     def read(self, targets: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._plannable:
-            try:
+            with contextlib.suppress(_Unplannable):  # packets or frames off the plan: decode in order
                 return self._read_planned(targets, bounds)
-            except _Unplannable:
-                pass
         return self._read_sequential(targets), targets
 
     # --- Sequential: every frame decoded ---------------------------------------------------------
