@@ -235,6 +235,26 @@ def _probe_header(path: str) -> tuple[VideoInfo, str, int]:
         return info, container.format.name, stream.frames or 0
 
 
+def _mp4_declared_bytes(path: str) -> int:
+    """Where the last top-level box of an MP4/MOV file says it ends (ISO/IEC 14496-12: a 32-bit
+    size and a type, size 1: a 64-bit size follows, size 0: to the end of the file)."""
+    size = os.path.getsize(path)
+    offset = 0
+    with open(path, "rb") as file:
+        while offset + 8 <= size:
+            file.seek(offset)
+            head = file.read(16)
+            box = int.from_bytes(head[:4], "big")
+            if box == 1 and len(head) == 16:
+                box = int.from_bytes(head[8:16], "big")
+            if box == 0:
+                return size
+            if box < 8:  # not a box: not ours to judge, the demuxer says what it makes of it
+                return offset
+            offset += box
+    return offset
+
+
 def _check_limits(path: str, info: VideoInfo, limits: Limits) -> None:
     if info.width * info.height > limits.max_pixels:
         raise VideoDecodeError(
@@ -252,6 +272,14 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
     header, container, listed = _probe_header(path)
     if not header.width or not header.height:
         raise VideoDecodeError(path, "cannot decode: no frame size in the header")
+    if "mp4" in container.split(","):
+        # An index at the front (faststart) outlives a cut: what is left would decode, and be
+        # indexed as if it were the whole video.
+        declared = _mp4_declared_bytes(path)
+        if declared > os.path.getsize(path):
+            raise VideoDecodeError(path, f"cut short: the file has {os.path.getsize(path):,} of the {declared:,} bytes its "
+                                         f"boxes declare (its index lists {listed} frames, {header.duration:.1f} s); a copy "
+                                         "or upload still being written? It is tried again once it changes")
     _check_limits(path, header, config.limits)
     width, height = decode_size(header.width, header.height, config.size)
     # PyAV first where decord returns wrong frames (UNINDEXED) and where only PyAV has the options.
@@ -262,14 +290,6 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
         try:
             reader = READERS[name](path, width, height, config)
             info = replace(header, frames=reader.frames, fps=reader.fps)
-            held = reader.frames / reader.fps if reader.fps > 0 else 0.0
-            if listed and reader.frames < 0.99 * listed - 1 and held < 0.99 * header.duration - 0.1:
-                # An index at the front (faststart) outlives a cut: what is left would be indexed
-                # as if it were the whole video. Both the frame count and the duration must say so
-                # (an edit list can hide frames from the demuxer, but then shortens the duration).
-                raise VideoDecodeError(path, f"cut short: its index lists {listed} frames ({listed / reader.fps:.1f} s) "
-                                             f"but the file holds {reader.frames} ({held:.1f} s); "
-                                             "a copy or upload still being written? It is tried again once it changes")
             try:
                 plan = _plan(path, info, config, windows_for)
                 decoded, used = reader.read(*plan[-2:])
