@@ -408,6 +408,9 @@ def test_a_faststart_file_cut_short_is_refused_with_what_is_missing(tmp_path):
     data = faststart.read_bytes()
     assert data.find(b"moov") < data.find(b"mdat")  # the index is at the front
     assert sample_clip(faststart, CONFIG).info.frames == 200
+    padded = tmp_path / "padded.mp4"  # bytes after the last box are no box: not a cut
+    padded.write_bytes(faststart.read_bytes() + b"<html><script>alert(1)</script></html>\n" * 4)
+    assert sample_clip(padded, CONFIG).info.frames == 200
     cut = truncate(faststart, tmp_path / "cut.mp4", 0.4)
     for config in (CONFIG, DECORD_FIRST):
         with pytest.raises(VideoDecodeError, match=rf"cut short: the file has {cut.stat().st_size:,} of the "

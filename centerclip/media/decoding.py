@@ -235,21 +235,27 @@ def _probe_header(path: str) -> tuple[VideoInfo, str, int]:
         return info, container.format.name, stream.frames or 0
 
 
+# Top-level box types of ISO/IEC 14496-12 files. Bytes after the last real box (padding, or a
+# file that is also something else) are not boxes: walking stops at the first unknown type.
+_TOP_LEVEL_BOXES = {b"ftyp", b"moov", b"mdat", b"moof", b"mfra", b"free", b"skip", b"wide", b"uuid", b"meta",
+                    b"sidx", b"styp", b"pdin", b"emsg", b"prft", b"ssix"}
+
+
 def _mp4_declared_bytes(path: str) -> int:
-    """Where the last top-level box of an MP4/MOV file says it ends (ISO/IEC 14496-12: a 32-bit
-    size and a type, size 1: a 64-bit size follows, size 0: to the end of the file)."""
+    """Where the last top-level box of an MP4/MOV file says it ends (a 32-bit size and a type;
+    size 1: a 64-bit size follows; size 0: to the end of the file)."""
     size = os.path.getsize(path)
     offset = 0
     with open(path, "rb") as file:
         while offset + 8 <= size:
             file.seek(offset)
             head = file.read(16)
-            box = int.from_bytes(head[:4], "big")
+            box, kind = int.from_bytes(head[:4], "big"), head[4:8]
             if box == 1 and len(head) == 16:
                 box = int.from_bytes(head[8:16], "big")
             if box == 0:
                 return size
-            if box < 8:  # not a box: not ours to judge, the demuxer says what it makes of it
+            if box < 8 or kind not in _TOP_LEVEL_BOXES:  # not a box: the demuxer judges what follows
                 return offset
             offset += box
     return offset
