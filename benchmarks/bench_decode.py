@@ -48,7 +48,9 @@ import numpy as np  # noqa: E402
 from bench_sizing import cpu_seconds, generate  # noqa: E402
 from centerclip.index.decode_stage import DecodeVideos  # noqa: E402
 from centerclip.index.job import MomentConfig  # noqa: E402
-from centerclip.media.decoding import SamplingConfig, _plan, _probe_header, decode_size, moments  # noqa: E402
+from centerclip.media.decoding import (  # noqa: E402
+    EXACT, SamplingConfig, _plan, _probe_header, decode_options, decode_size, moments,
+)
 
 INPUTS = {"360p-30s": (640, 360, 30, None), "720p-2min": (1280, 720, 120, None),
           "360p-30s-gop30": (640, 360, 30, 30), "720p-2min-gop30": (1280, 720, 120, 30)}
@@ -78,7 +80,7 @@ COSINE_FLOOR = 0.99
 
 
 # Every option spelled out over these, so that a row means the same whatever SamplingConfig's defaults.
-BEFORE = {"threads": 0, "skip": "none", "seek": False, "snap": "none", "max_shift": 0.5, "interpolation": "bicubic"}
+BEFORE = decode_options(EXACT)
 
 
 def sampling(name: str, **values) -> SamplingConfig:

@@ -11,18 +11,20 @@ import av
 import numpy as np
 import pytest
 
-from centerclip.media.decoding import Decoder, SamplingConfig, sample_clip, sample_indices, sample_video
+from centerclip.media.decoding import (
+    EXACT, Decoder, SamplingConfig, decode_options, sample_clip, sample_indices, sample_video,
+)
 from videos import frame_index, write_video
 
 # x264 with B-frames (a pyramid: some B-frames are references) and a keyframe every 24 frames.
 GOP = 24
 X264 = {"g": str(GOP), "bf": "3", "preset": "medium", "sc_threshold": "0"}
-EXACT = ["threads=1", "skip=unneeded", "skip=unneeded,seek", "skip=unneeded,threads=1", "seek",
+EXACT_OPTIONS = ["threads=1", "skip=unneeded", "skip=unneeded,seek", "skip=unneeded,threads=1", "seek",
          "snap=keyframe,max_shift=0", "snap=reference,max_shift=0", "skip=unneeded,seek,snap=keyframe,max_shift=0"]
 
 
 # Every frame in order, bicubic: what each option is compared with (options given override it).
-SEQUENTIAL = {"threads": 0, "skip": "none", "seek": False, "snap": "none", "interpolation": "bicubic"}
+SEQUENTIAL = decode_options(EXACT)
 
 
 def config(options: str, **values) -> SamplingConfig:
@@ -60,7 +62,7 @@ def test_the_video_has_what_the_plans_act_on(gop_video):
     assert len(keyframes) == 11 and 100 < len(references) < 200  # some frames are not references
 
 
-@pytest.mark.parametrize("options", EXACT)
+@pytest.mark.parametrize("options", EXACT_OPTIONS)
 def test_exact_options_hand_over_the_same_frames(gop_video, options):
     reference = sample_video(gop_video, config("", backends=("pyav",)), 10, 10, 20)
     clips = sample_video(gop_video, config(options, backends=("pyav",)), 10, 10, 20)

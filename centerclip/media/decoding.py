@@ -53,6 +53,8 @@ class Limits:
     max_bytes: int = 8 << 30  # also bounds the temporary copy of a remote file
 
 
+# The options that change how frames are decoded (``--decode``), with their types.
+DECODE_OPTIONS = {"threads": int, "skip": str, "seek": bool, "snap": str, "max_shift": float, "interpolation": str}
 SKIPS = ("none", "unneeded")
 SNAPS = ("none", "reference", "keyframe")
 
@@ -117,7 +119,7 @@ class SamplingConfig:
     @classmethod
     def parse_options(cls, text: str, **values: Any) -> SamplingConfig:
         """``threads=1,skip=unneeded,seek,snap=reference,max_shift=0.5`` (the CLIs' ``--decode``)."""
-        types = {"threads": int, "skip": str, "seek": bool, "snap": str, "max_shift": float, "interpolation": str}
+        types = DECODE_OPTIONS
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, _, value = item.partition("=")
             if name not in types:
@@ -144,6 +146,12 @@ class SamplingConfig:
 
 # Decoding as it was before the options: decord first with FFmpeg's threads, every frame, bicubic.
 EXACT = SamplingConfig(backends=("decord", "pyav"), threads=0, skip="none", seek=False, interpolation="bicubic")
+
+
+def decode_options(config: SamplingConfig) -> dict[str, Any]:
+    """The DECODE_OPTIONS of ``config``: e.g. ``parse_options(text, **decode_options(EXACT))``
+    reads options over the old decoding rather than over the defaults."""
+    return {name: getattr(config, name) for name in DECODE_OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -241,10 +249,9 @@ _TOP_LEVEL_BOXES = {b"ftyp", b"moov", b"mdat", b"moof", b"mfra", b"free", b"skip
                     b"sidx", b"styp", b"pdin", b"emsg", b"prft", b"ssix"}
 
 
-def _mp4_declared_bytes(path: str) -> int:
-    """Where the last top-level box of an MP4/MOV file says it ends (a 32-bit size and a type;
-    size 1: a 64-bit size follows; size 0: to the end of the file)."""
-    size = os.path.getsize(path)
+def _mp4_declared_bytes(path: str, size: int) -> int:
+    """Where the last top-level box of an MP4/MOV file of ``size`` bytes says it ends (a 32-bit
+    size and a type; size 1: a 64-bit size follows; size 0: to the end of the file)."""
     offset = 0
     with open(path, "rb") as file:
         while offset + 8 <= size:
@@ -281,9 +288,10 @@ def _sample(path: str, config: SamplingConfig, windows_for: Windows) -> list[Cli
     if "mp4" in container.split(","):
         # An index at the front (faststart) outlives a cut: what is left would decode, and be
         # indexed as if it were the whole video.
-        declared = _mp4_declared_bytes(path)
-        if declared > os.path.getsize(path):
-            raise VideoDecodeError(path, f"cut short: the file has {os.path.getsize(path):,} of the {declared:,} bytes its "
+        size = os.path.getsize(path)
+        declared = _mp4_declared_bytes(path, size)
+        if declared > size:
+            raise VideoDecodeError(path, f"cut short: the file has {size:,} of the {declared:,} bytes its "
                                          f"boxes declare (its index lists {listed} frames, {header.duration:.1f} s); a copy "
                                          "or upload still being written? It is tried again once it changes")
     _check_limits(path, header, config.limits)

@@ -22,7 +22,7 @@ taken from (``snap``); it returns uint8 [N, H, W, 3] frames and the index each o
   sequentially instead, so a plan can cost time but never a frame.
 
 Only frames handed over are converted to RGB and scaled, and only after decoding: conversion of a
-720p frame to 224 px costs about as much as decoding it (RESULTS.md, "Where decoding time goes").
+720p frame to 224 px costs about as much as decoding it (RESULTS.md, "Decoding less").
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class PyAVReader:
     sent to the decoder, which refuses it ("Invalid argument"). The empty packet without a
     timestamp that ends the stream flushes the decoder."""
 
-    def __init__(self, path: str, width: int, height: int, config: SamplingConfig, *, plan: bool = True):
+    def __init__(self, path: str, width: int, height: int, config: SamplingConfig):
         self._path, self._width, self._height, self._config = path, width, height, config
         self._interpolation = INTERPOLATIONS[config.interpolation]
         with av.open(path) as container:
@@ -113,7 +113,7 @@ class PyAVReader:
                        if packet.size or packet.pts is not None]
         self.frames = len(packets)
         timestamps = [pts for pts, _, _ in packets]
-        self._plannable = plan and (config.skip != "none" or config.snap != "none" or self._seek) and all(
+        self._plannable = (config.skip != "none" or config.snap != "none" or self._seek) and all(
             size for _, _, size in packets) and None not in timestamps and len(set(timestamps)) == len(timestamps)
         if self._plannable:
             self._pts = sorted(timestamps)
@@ -230,8 +230,14 @@ class PyAVReader:
                 raise _Unplannable()
             run = int(np.searchsorted(starts, self._position[index], side="right")) - 1
             if run >= 0 and not (after_gap[run] and index < runs[run].keyframe):
-                for slot, taken, chosen in picker.offer(index, frame):
-                    out[slot], used[slot] = self._convert(chosen), taken
+                hand_over(picker.offer(index, frame))
+
+        def hand_over(choices: list) -> None:
+            converted: dict[int, np.ndarray] = {}  # two targets can take one frame (snaps that meet)
+            for slot, taken, chosen in choices:
+                if taken not in converted:
+                    converted[taken] = self._convert(chosen)
+                out[slot], used[slot] = converted[taken], taken
 
         with av.open(self._path) as container:
             stream = container.streams.video[0]
@@ -265,8 +271,7 @@ class PyAVReader:
                         break
             for frame in context.decode(None):
                 take(frame)
-        for slot, taken, chosen in picker.finish():
-            out[slot], used[slot] = self._convert(chosen), taken
+        hand_over(picker.finish())
 
 
 class _Exact:

@@ -13,6 +13,8 @@ On one caption per video they are the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -45,23 +47,31 @@ def summarise(query_ranks: torch.Tensor) -> dict[str, float]:
     return {name: float(value) for name, value in _statistics(np.asarray(query_ranks, dtype=np.float64)).items()}
 
 
+def _resampled(queries: int, statistics: Callable[[np.ndarray], dict[str, np.ndarray]], resamples: int,
+               seed: int) -> dict[str, np.ndarray]:
+    """``statistics`` of ``resamples`` draws of the queries with replacement (seeded), a few million
+    ranks at a time: [resamples] values per metric."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, 2**22 // max(1, queries))
+    drawn: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+    for start in range(0, resamples, per_chunk):
+        picks = rng.integers(0, queries, size=(min(per_chunk, resamples - start), queries))
+        for name, values in statistics(picks).items():
+            drawn[name].append(values)
+    return {name: np.concatenate(parts) for name, parts in drawn.items()}
+
+
 def bootstrap_intervals(query_ranks: torch.Tensor, *, resamples: int = 1000, level: float = 0.95,
                         seed: int = 0) -> dict[str, float]:
     """Percentile bootstrap over queries: ``NAME_low`` and ``NAME_high`` for every metric. The
     queries are resampled with replacement ``resamples`` times (seeded: the same ranks give the
-    same interval), a few million ranks at a time."""
+    same interval)."""
     values = np.asarray(query_ranks, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, 2**22 // max(1, len(values)))
-    drawn: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
-    for start in range(0, resamples, per_chunk):
-        sample = values[rng.integers(0, len(values), size=(min(per_chunk, resamples - start), len(values)))]
-        for name, statistic in _statistics(sample).items():
-            drawn[name].append(statistic)
+    drawn = _resampled(len(values), lambda picks: _statistics(values[picks]), resamples, seed)
     tail = (1 - level) / 2 * 100
     intervals = {}
-    for name, parts in drawn.items():
-        low, high = np.percentile(np.concatenate(parts), [tail, 100 - tail])
+    for name, statistic in drawn.items():
+        low, high = np.percentile(statistic, [tail, 100 - tail])
         intervals.update({f"{name}_low": float(low), f"{name}_high": float(high)})
     return intervals
 
@@ -75,17 +85,15 @@ def paired_differences(baseline: torch.Tensor, other: torch.Tensor, *, resamples
     first, second = (np.asarray(ranks, dtype=np.float64) for ranks in (baseline, other))
     if first.shape != second.shape:
         raise ValueError(f"paired ranks need the same queries, got {first.shape} and {second.shape}")
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, 2**22 // max(1, len(first)))
-    drawn: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
-    for start in range(0, resamples, per_chunk):
-        picks = rng.integers(0, len(first), size=(min(per_chunk, resamples - start), len(first)))
+
+    def differences(picks: np.ndarray) -> dict[str, np.ndarray]:
         before, after = _statistics(first[picks]), _statistics(second[picks])
-        for name in METRICS:
-            drawn[name].append(after[name] - before[name])
+        return {name: after[name] - before[name] for name in METRICS}
+
+    drawn = _resampled(len(first), differences, resamples, seed)
     tail = (1 - level) / 2 * 100
     observed = {name: _statistics(second)[name] - _statistics(first)[name] for name in METRICS}
-    return {name: (float(observed[name]), *map(float, np.percentile(np.concatenate(drawn[name]), [tail, 100 - tail])))
+    return {name: (float(observed[name]), *map(float, np.percentile(drawn[name], [tail, 100 - tail])))
             for name in METRICS}
 
 
